@@ -1,0 +1,22 @@
+"""The partition log: memory-mapped segments, flush policy, recovery and retention.
+
+Knows nothing of the network, the protocol or ZooKeeper.
+"""
+
+from .ids import MessageIdAllocator
+from .log import (
+    AppendResult,
+    FlushPolicy,
+    NotRecordBoundaryError,
+    PartitionLog,
+    PartitionReader,
+    ReadSlice,
+    RecordSlice,
+)
+from .retention import RetentionPolicy, apply_retention
+
+__all__ = [
+    "AppendResult", "FlushPolicy", "MessageIdAllocator", "NotRecordBoundaryError",
+    "PartitionLog", "PartitionReader", "ReadSlice", "RecordSlice", "RetentionPolicy",
+    "apply_retention",
+]

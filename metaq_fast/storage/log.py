@@ -1,0 +1,581 @@
+"""PartitionLog: one partition's ordered segments — append, read, flush policy, roll, recovery.
+
+Imports: numpy, metaq_fast.message / errors / limits and the storage modules. Nothing of the
+network, the protocol or ZooKeeper.
+
+Two classes share the read path:
+
+* ``PartitionLog`` is the single writer of a partition (the worker that owns it). It appends
+  whole batches, rolls segments, applies the flush policy, recovers at open and publishes the
+  visible end in ``partition.state``.
+* ``PartitionReader`` is any other process's read-only view of the same directory: it maps the
+  segment files, learns new segments from the directory, and serves reads up to the visible end
+  the owner published. No routing hop is needed for ``get``.
+
+Acknowledgement promises (what the broker may say once ``append`` has returned):
+
+* ``unflushThreshold > 0`` (normal mode): the batch is in the shared mapping, i.e. in the page
+  cache. A killed process loses nothing of it; a lost machine may lose what was appended since
+  the last flush, at most ``unflushThreshold`` messages or ``unflushInterval`` ms of appends (plus
+  the one flush in progress). Records are visible to readers at once.
+* ``unflushThreshold <= 0`` (group commit): the broker acknowledges only after ``flush()`` has
+  returned; records become visible to readers at the same moment. A lost machine loses nothing
+  acknowledged. Appends arriving during a flush are flushed together by the next one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import message
+from ..errors import (
+    CorruptRecordError,
+    InvalidArgumentError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    SegmentGapError,
+    StorageError,
+)
+from ..limits import BATCH_BYTES_MAX_DEFAULT
+from . import files
+from .ids import MessageIdAllocator
+from .segment import HEADER, Segment
+from .state import PartitionState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """``unflushThreshold`` (messages) and ``unflushInterval`` (ms) of server.ini."""
+
+    threshold_messages: int = 1000
+    interval_ms: int = 10_000
+
+    @property
+    def group_commit(self) -> bool:
+        return self.threshold_messages <= 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    first_offset: int
+    end_offset: int
+    msg_ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.msg_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSlice:
+    """Stored bytes from one segment: ``view`` is zero-copy; ``fd``/``position``/``length``
+    let a server ``sendfile`` the same bytes instead."""
+
+    offset: int
+    view: np.ndarray
+    fd: int
+    position: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSlice:
+    """Whole records from one segment and their data lengths (for the getm extension).
+
+    ``lengths`` is empty when the first record alone is larger than ``max_bytes``;
+    ``first_record_bytes`` then says how large it is."""
+
+    offset: int
+    view: np.ndarray
+    fd: int
+    position: int
+    length: int
+    lengths: np.ndarray
+    first_record_bytes: int
+
+
+class NotRecordBoundaryError(InvalidArgumentError):
+    """An offset inside a record (getm needs record starts); ``record_offset`` is its start."""
+
+    def __init__(self, offset: int, record_offset: int):
+        super().__init__(f"offset {offset} is inside the record starting at {record_offset}")
+        self.offset = offset
+        self.record_offset = record_offset
+
+
+class _LogView:
+    """Read path shared by the owner and readers; subclasses keep ``self._segments`` current."""
+
+    directory: Path
+    state: PartitionState
+    _segments: list[Segment | None]
+    _starts: list[int]
+
+    # -- bounds (subclasses override where they know better) --
+
+    @property
+    def first_offset(self) -> int:
+        return self._starts[0] if self._starts else 0
+
+    @property
+    def visible_end(self) -> int:
+        return self.state.visible_end
+
+    def _segment_index(self, offset: int) -> int:
+        return bisect.bisect_right(self._starts, offset) - 1
+
+    def _open_segment(self, i: int) -> Segment:
+        raise NotImplementedError
+
+    def _segment_stop(self, i: int, end: int) -> int:
+        """Readable bytes of segment ``i`` given the visible end."""
+        start = self._starts[i]
+        if i + 1 < len(self._starts):
+            return min(self._starts[i + 1], end) - start
+        return end - start
+
+    def _locate(self, offset: int) -> tuple[Segment, int, int]:
+        first, end = self.first_offset, self.visible_end
+        if offset < first or offset >= end:
+            self._refresh()
+            first, end = self.first_offset, self.visible_end
+            if offset < first or offset >= end:
+                raise OffsetOutOfRangeError(offset, first, end)
+        i = self._segment_index(offset)
+        segment = self._open_segment(i)
+        return segment, offset - segment.start_offset, self._segment_stop(i, end)
+
+    def _refresh(self) -> None:
+        """Catch up with changes made by another process (readers only)."""
+
+    # -- reads --
+
+    def read(self, offset: int, max_bytes: int) -> ReadSlice:
+        """Up to ``max_bytes`` stored bytes from ``offset`` (MetaQ ``get``: one segment, the last
+        record may be cut, no boundary check). Raises ``OffsetOutOfRangeError`` outside
+        ``[first_offset, visible_end)`` and ``CorruptRecordError`` at a damaged record."""
+        if max_bytes <= 0:
+            raise InvalidArgumentError(f"invalid max size:{max_bytes}")
+        segment, position, seg_stop = self._locate(offset)
+        stop = min(position + max_bytes, seg_stop)
+        stop = self._cut_at_damage(segment, position, stop)
+        return ReadSlice(offset, segment.data_view(position, stop), segment.fd, position, stop - position)
+
+    def read_records(self, offset: int, max_bytes: int) -> RecordSlice:
+        """Whole records from ``offset`` totalling at most ``max_bytes``, with their lengths."""
+        if max_bytes <= 0:
+            raise InvalidArgumentError(f"invalid max size:{max_bytes}")
+        segment, position, seg_stop = self._locate(offset)
+        positions = segment.record_positions(position, seg_stop)
+        if not len(positions) or int(positions[0]) != position:
+            start = segment.containing_record(position)
+            raise NotRecordBoundaryError(offset, segment.start_offset + start)
+        ends = np.empty_like(positions)
+        ends[:-1] = positions[1:]
+        ends[-1] = seg_stop
+        count = int(np.searchsorted(ends, position + max_bytes, side="right"))
+        stop = int(ends[count - 1]) if count else position
+        stop = self._cut_at_damage(segment, position, stop)
+        if count and stop < int(ends[count - 1]):
+            count = int(np.searchsorted(ends, stop, side="right"))
+        lengths = (ends[:count] - positions[:count] - HEADER).astype(np.int64)
+        return RecordSlice(offset, segment.data_view(position, stop), segment.fd, position,
+                           stop - position, lengths, int(ends[0] - positions[0]))
+
+    def _cut_at_damage(self, segment: Segment, position: int, stop: int) -> int:
+        bad = segment.first_bad_record(position, stop)
+        if bad is None:
+            return stop
+        if bad == position:
+            raise CorruptRecordError(str(segment.path), position, segment.bad_detail(position))
+        return bad
+
+    def nearest_offset(self, offset: int) -> int:
+        """MetaQ's ``offset`` answer: the first segment's start before the log, the start of the
+        segment holding ``offset`` inside it, the visible end after it."""
+        self._refresh()
+        first, end = self.first_offset, self.visible_end
+        if offset < first:
+            return first
+        if offset >= end:
+            return end
+        return self._starts[self._segment_index(offset)]
+
+    def segment_starts(self) -> list[int]:
+        self._refresh()
+        return list(self._starts)
+
+
+class PartitionLog(_LogView):
+    """The writer of one partition (see module docstring for what an append promises)."""
+
+    def __init__(self, data_path: Path | str, topic: str, partition: int, *,
+                 segment_bytes_max: int, flush_policy: FlushPolicy,
+                 ids: MessageIdAllocator, batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT,
+                 clock_s=time.monotonic):
+        if segment_bytes_max <= 0:
+            raise InvalidArgumentError(f"segment_bytes_max must be > 0, got {segment_bytes_max}")
+        self.topic = topic
+        self.partition = partition
+        self.directory = files.partition_dir(data_path, topic, partition)
+        self.segment_bytes_max = segment_bytes_max
+        self.flush_policy = flush_policy
+        self.batch_bytes_max = batch_bytes_max
+        self.ids = ids
+        self._clock_s = clock_s
+        self._flush_lock = threading.Lock()
+        self._appended_messages = 0  # written only by the appending thread
+        self._flushed_messages = 0  # written only under _flush_lock
+        self._last_flush_s = clock_s()
+        self.recovered_bytes_dropped = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.state = PartitionState(self.directory / files.STATE_NAME, writable=True)
+        self.state.owner_pid = os.getpid()
+        self._segments = []
+        self._starts = []
+        self._open()
+
+    # ---- open and recover ------------------------------------------------------------------
+
+    def _capacity(self, nbytes: int = 0) -> int:
+        return max(self.segment_bytes_max, nbytes)
+
+    def _open(self) -> None:
+        for stale in self.directory.glob("*" + files.TMP_SUFFIX):
+            log.warning("removing unfinished file %s", stale)
+            stale.unlink()
+        starts = files.list_segment_starts(self.directory)
+        if not starts:
+            self._starts = [0]
+            self._segments = [Segment(self.directory, 0, writable=True, create=True,
+                                      capacity_bytes=self._capacity())]
+            self._publish_bounds(0)
+            self.state.recovery_point = 0
+            return
+        self._check_contiguous(starts)
+        self._starts = starts
+        self._segments = [None] * len(starts)
+        last_start = starts[-1]
+        recovery_point = self.state.recovery_point
+        trusted = 0 if recovery_point is None else max(0, recovery_point - last_start)
+        last = Segment(self.directory, last_start, writable=True,
+                       capacity_bytes=self._capacity())
+        began = time.monotonic()
+        dropped = last.recover(trusted)
+        self.recovered_bytes_dropped = dropped
+        self._segments[-1] = last
+        if dropped:
+            log.warning("recovered %s-%d: dropped %d bytes of torn or corrupt tail at offset %d "
+                        "(file %s)", self.topic, self.partition, dropped, last.end_offset, last.path)
+        log.info("opened %s-%d: %d segment(s), offsets [%d, %d), recovery scanned from offset "
+                 "%d in %.1f ms", self.topic, self.partition, len(starts), starts[0],
+                 last.end_offset, last_start + trusted, (time.monotonic() - began) * 1e3)
+        self._observe_last_id(last)
+        last.flush()
+        self.state.recovery_point = last.end_offset
+        self._publish_bounds(last.end_offset)
+        if last.size >= self.segment_bytes_max:
+            self._roll()
+
+    def _check_contiguous(self, starts: list[int]) -> None:
+        """Segments must touch (MetaQ refuses to start otherwise). A segment longer than the
+        gap to the next is the remains of an interrupted roll and is cut back."""
+        for start, next_start in zip(starts, starts[1:]):
+            path = files.data_file(self.directory, start)
+            size = path.stat().st_size
+            expected = next_start - start
+            if size > expected:
+                log.warning("%s is %d bytes, %d expected before the next segment: cutting the "
+                            "remains of an interrupted roll", path, size, expected)
+                os.truncate(path, expected)
+            elif size < expected:
+                raise SegmentGapError(
+                    f"The following segments don't validate: {path}, "
+                    f"{files.data_file(self.directory, next_start)} ({size} bytes, {expected} expected)"
+                )
+
+    def _observe_last_id(self, segment: Segment) -> None:
+        if not segment.record_count:
+            return
+        position = int(segment.index.entries(segment.record_count - 1)["position"][0])
+        header = segment.data_view(position, position + HEADER).view(message.HEADER_DTYPE)
+        self.ids.observe(int(header["msg_id"][0]))
+
+    def _publish_bounds(self, end: int) -> None:
+        self._visible_end = end
+        self.state.visible_end = end
+        self.state.first_offset = self._starts[0]
+
+    @property
+    def visible_end(self) -> int:
+        return self._visible_end
+
+    @property
+    def end_offset(self) -> int:
+        """Offset after the last appended record (visible or not yet, in group commit)."""
+        return self.active.end_offset
+
+    @property
+    def active(self) -> Segment:
+        return self._segments[-1]
+
+    def _open_segment(self, i: int) -> Segment:
+        segment = self._segments[i]
+        if segment is None:
+            segment = Segment(self.directory, self._starts[i], writable=False)
+            self._segments[i] = segment
+        return segment
+
+    # ---- append --------------------------------------------------------------------------
+
+    def append_datas(self, datas, flags=0, crcs: np.ndarray | None = None,
+                     lengths: np.ndarray | None = None) -> AppendResult:
+        """Append one record per data block (MetaQ ``put`` bodies); CRCs computed if not given."""
+        count = len(datas)
+        if count == 0:
+            raise InvalidArgumentError("empty batch")
+        if lengths is None:
+            lengths = message.lengths_of(datas)
+        if crcs is None:
+            crcs = message.crc32_many(datas)
+        msg_ids = self.ids.allocate(count)
+        records = message.encode_records(datas, msg_ids, flags, crcs, lengths)
+        return self._append(records, lengths, msg_ids, flags, fill_ids=False)
+
+    def append_message_set(self, records, lengths: np.ndarray, *, verify_crcs: bool) -> AppendResult:
+        """Append a message set the producer encoded (ids are assigned here).
+
+        ``lengths`` are the data lengths the request's index claims; they are checked against
+        every record's length field (vectorised). ``verify_crcs`` checks every record's CRC too
+        (needed when no batch checksum vouched for the transfer).
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        count = len(lengths)
+        if count == 0:
+            raise InvalidArgumentError("empty message set")
+        view = memoryview(records).cast("B")
+        if (lengths < 0).any():
+            raise InvalidArgumentError("negative record length in the index")
+        expected = int(lengths.sum()) + HEADER * count
+        if expected != len(view):
+            raise InvalidArgumentError(f"index describes {expected} bytes, message set has {len(view)}")
+        positions = message.positions_from_lengths(lengths)
+        headers = message.gather_headers(view, positions)
+        wrong = np.flatnonzero(headers["length"] != lengths)
+        if len(wrong):
+            i = int(wrong[0])
+            raise InvalidArgumentError(
+                f"record {i}: length field {int(headers['length'][i])} but index says {int(lengths[i])}")
+        if verify_crcs:
+            starts = (positions + HEADER).tolist()
+            ends = (positions + HEADER + lengths).tolist()
+            actual = message.crc32_many(list(map(view.__getitem__, map(slice, starts, ends))))
+            bad = np.flatnonzero(actual != headers["crc"])
+            if len(bad):
+                from ..errors import ChecksumError
+                raise ChecksumError(f"record {int(bad[0])} of the message set fails its checksum")
+        msg_ids = self.ids.allocate(count)
+        return self._append(view, lengths, msg_ids, headers["flag"], fill_ids=True)
+
+    def _append(self, records, lengths, msg_ids, flags, *, fill_ids: bool) -> AppendResult:
+        nbytes = len(records)
+        if nbytes > self.batch_bytes_max:
+            raise MessageTooLargeError(
+                f"batch of {nbytes} bytes exceeds the limit of {self.batch_bytes_max}", fatal=False)
+        active = self.active
+        if active.size and active.size + nbytes > self.segment_bytes_max:
+            active = self._roll(nbytes)
+        elif not active.can_take(nbytes):
+            active = self._roll(nbytes)
+        position = active.append(records, lengths, msg_ids, flags, fill_ids=fill_ids)
+        first = active.start_offset + position
+        offsets = message.positions_from_lengths(lengths, first)
+        end = first + nbytes
+        self._appended_messages += len(lengths)
+        if not self.flush_policy.group_commit:
+            self._visible_end = end
+            self.state.visible_end = end
+        if active.size >= self.segment_bytes_max:
+            self._roll()
+        return AppendResult(first, end, msg_ids, offsets)
+
+    def _roll(self, next_batch_bytes: int = 0) -> Segment:
+        """Seal the active segment (flushed, cut to size) and start the next one at its end."""
+        with self._flush_lock:
+            old = self.active
+            if old.size == 0:  # an empty segment too small for the batch: make it bigger
+                old.close()
+                files.data_file(self.directory, old.start_offset).unlink()
+                old.delete_files()
+                new = Segment(self.directory, old.start_offset, writable=True, create=True,
+                              capacity_bytes=self._capacity(next_batch_bytes))
+                self._segments[-1] = new
+                return new
+            old.seal()
+            self._flushed_messages = self._appended_messages
+            self.state.recovery_point = old.end_offset
+            new = Segment(self.directory, old.end_offset, writable=True, create=True,
+                          capacity_bytes=self._capacity(next_batch_bytes))
+            files.fsync_dir(self.directory)
+            self._segments.append(new)
+            self._starts.append(new.start_offset)
+            if self.flush_policy.group_commit:
+                self._visible_end = old.end_offset
+                self.state.visible_end = old.end_offset
+            log.debug("rolled %s-%d: new segment %s", self.topic, self.partition, new.path)
+            return new
+
+    # ---- flush -----------------------------------------------------------------------------
+
+    @property
+    def unflushed_messages(self) -> int:
+        return self._appended_messages - self._flushed_messages
+
+    @property
+    def flushed_offset(self) -> int:
+        point = self.state.recovery_point
+        return point if point is not None else self._starts[-1]
+
+    def flush_due(self) -> bool:
+        """MetaQ's rule: more than ``unflushThreshold`` messages since the last flush, or
+        ``unflushInterval`` elapsed with something unflushed (group commit: anything)."""
+        unflushed = self.unflushed_messages
+        if unflushed <= 0:
+            return False
+        policy = self.flush_policy
+        if policy.group_commit or unflushed > policy.threshold_messages:
+            return True
+        return (self._clock_s() - self._last_flush_s) * 1000.0 >= policy.interval_ms
+
+    def flush(self) -> int:
+        """Make everything appended so far durable (safe to call from another thread than the
+        appender). Returns the offset now durable."""
+        with self._flush_lock:
+            active = self.active
+            end = active.end_offset
+            appended = self._appended_messages
+            if appended != self._flushed_messages or self.state.recovery_point != end:
+                active.flush()
+                self.state.recovery_point = end
+            self._flushed_messages = appended
+            self._last_flush_s = self._clock_s()
+            if self.flush_policy.group_commit and end > self._visible_end:
+                self._visible_end = end
+                self.state.visible_end = end
+            return end
+
+    # ---- maintenance --------------------------------------------------------------------
+
+    def scrub(self) -> list[CorruptRecordError]:
+        """Verify every stored batch now; the damaged records found (also logged)."""
+        found = []
+        for i in range(len(self._starts)):
+            segment = self._open_segment(i)
+            for position, detail in segment.scrub():
+                found.append(CorruptRecordError(str(segment.path), position, detail))
+        return found
+
+    def closed_segments(self) -> list[tuple[int, Path]]:
+        """(start offset, data file) of every segment but the active one, oldest first."""
+        return [(start, files.data_file(self.directory, start)) for start in self._starts[:-1]]
+
+    def drop_oldest_segment(self) -> Segment:
+        """Forget the oldest closed segment (retention decides what happens to its file)."""
+        if len(self._starts) < 2:
+            raise StorageError("the active segment is never removed")
+        segment = self._open_segment(0)
+        self._segments.pop(0)
+        self._starts.pop(0)
+        self.state.first_offset = self._starts[0]
+        segment.close()
+        segment.delete_files()
+        return segment
+
+    def close(self) -> None:
+        """Flush, cut the active file to its records, and release everything."""
+        with self._flush_lock:
+            if not self._segments:
+                return
+            end = self.active.end_offset
+            for segment in self._segments:
+                if segment is not None:
+                    segment.close()  # the active one is flushed and cut to size here
+            self.state.recovery_point = end
+            self.state.visible_end = end
+            self.state.flush()
+            self._segments = []
+            self.state.owner_pid = 0
+            self.state.close()
+
+
+class PartitionReader(_LogView):
+    """A read-only view of a partition another process owns (see module docstring)."""
+
+    def __init__(self, data_path: Path | str, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+        self.directory = files.partition_dir(data_path, topic, partition)
+        state_path = self.directory / files.STATE_NAME
+        if not state_path.exists():
+            raise FileNotFoundError(f"no partition at {self.directory}")
+        self.state = PartitionState(state_path, writable=False)
+        self._starts = []
+        self._segments = []
+        self._refresh()
+
+    @property
+    def first_offset(self) -> int:
+        return self.state.first_offset
+
+    def _refresh(self) -> None:
+        starts = files.list_segment_starts(self.directory)
+        first = self.state.first_offset
+        starts = [s for s in starts if s >= first] or starts[-1:]
+        if starts == self._starts:
+            return
+        old = dict(zip(self._starts, self._segments))
+        self._segments = [old.get(s) for s in starts]
+        for start, segment in old.items():
+            if start not in starts and segment is not None:
+                segment.close()
+        self._starts = starts
+
+    def _locate(self, offset: int):
+        end = self.visible_end
+        if self._starts and end > self._starts[-1] and offset >= self._starts[-1]:
+            # the owner may have rolled since we listed the directory
+            self._refresh()
+        elif offset < self.first_offset or not self._starts or offset < self._starts[0]:
+            self._refresh()
+        return super()._locate(offset)
+
+    def _open_segment(self, i: int) -> Segment:
+        segment = self._segments[i]
+        if segment is None:
+            segment = Segment(self.directory, self._starts[i], writable=False)
+            self._segments[i] = segment
+        elif segment.sums is not None:
+            segment.sums.refresh()
+            segment.index.refresh()
+        if i == len(self._starts) - 1:
+            segment.size = self.visible_end - segment.start_offset  # the owner's published end
+        elif segment.size > self._starts[i + 1] - self._starts[i]:
+            segment.size = self._starts[i + 1] - self._starts[i]
+        return segment
+
+    def close(self) -> None:
+        for segment in self._segments:
+            if segment is not None:
+                segment.close()
+        self._segments = []
+        self.state.close()

@@ -1,0 +1,173 @@
+"""Memory-mapped files: a growable data mapping and tables of fixed-size entries.
+
+Imports: numpy and metaq_fast.errors / limits only.
+
+Both writers (the owning worker) and readers (any worker serving ``get``) map the same files.
+A writer grows a file before it writes past its end, so a write into the mapping never meets a
+hole that could raise SIGBUS on a full disk: growth is ``posix_fallocate``, which fails with
+ENOSPC as a ``StorageError`` instead. A reader remaps when the file has grown past its mapping.
+Old mappings stay valid for whoever still holds a view of them (numpy keeps the mmap alive).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StorageError
+
+PAGE_BYTES = mmap.PAGESIZE
+
+
+def round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def map_fd(fd: int, length: int, writable: bool) -> np.memmap:
+    """A numpy memmap of the first ``length`` bytes of an open file (the file must be that long)."""
+    with os.fdopen(os.dup(fd), "r+b" if writable else "rb") as fileobj:
+        return np.memmap(fileobj, dtype=np.uint8, mode="r+" if writable else "r", shape=(length,))
+
+
+def allocate(fd: int, offset: int, length: int, path: Path) -> None:
+    """Reserve disk blocks for ``[offset, offset+length)`` of a file (extending it if needed)."""
+    if length <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystem without fallocate
+            if os.fstat(fd).st_size < offset + length:
+                os.ftruncate(fd, offset + length)
+            return
+        raise StorageError(f"cannot allocate {length} bytes at {offset} in {path}: {exc}") from exc
+
+
+class MappedTable:
+    """A file of fixed-size little-endian entries after a 64-byte header, memory-mapped.
+
+    Header: ``magic:8 | entry_bytes:u32 | reserved:u32 | count:u64 | ...``. ``count`` is
+    published last by the writer (after the entries are in the mapping), so a reader in another
+    process that reads ``count`` and then the entries never sees a half-written entry.
+    """
+
+    HEADER_BYTES = 64
+
+    def __init__(self, path: Path, dtype: np.dtype, magic: bytes, *, writable: bool,
+                 grow_entries: int = 4096):
+        assert len(magic) == 8
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.magic = magic
+        self.writable = writable
+        self.grow_entries = grow_entries
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        self.fd = os.open(self.path, flags, 0o644)
+        self._map: np.memmap | None = None
+        self._entries: np.ndarray | None = None
+        self._header: np.ndarray | None = None
+        size = os.fstat(self.fd).st_size
+        if size < self.HEADER_BYTES:
+            if not writable:
+                raise StorageError(f"{self.path}: table file too short ({size} bytes)")
+            self._create()
+        else:
+            self._remap(size)
+            if not self.header_valid():
+                if not writable:
+                    raise StorageError(f"{self.path}: not a table of this kind (bad header)")
+                self.reset()
+
+    # ---- mapping --------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        length = self.HEADER_BYTES + self.grow_entries * self.dtype.itemsize
+        allocate(self.fd, 0, length, self.path)
+        self._remap(length)
+        self._write_header(0)
+
+    def _write_header(self, count: int) -> None:
+        raw = self._map
+        raw[:8] = np.frombuffer(self.magic, dtype=np.uint8)
+        raw[8:16] = np.frombuffer(np.uint64(self.dtype.itemsize).tobytes(), dtype=np.uint8)
+        self._header[2] = count
+
+    def _remap(self, length: int) -> None:
+        self._map = map_fd(self.fd, length, self.writable)
+        self._header = self._map[: self.HEADER_BYTES].view("<u8")
+        capacity = (length - self.HEADER_BYTES) // self.dtype.itemsize
+        body = self._map[self.HEADER_BYTES : self.HEADER_BYTES + capacity * self.dtype.itemsize]
+        self._entries = body.view(self.dtype)
+
+    def header_valid(self) -> bool:
+        raw = self._map
+        return (bytes(raw[:8]) == self.magic
+                and int(self._header[1]) == self.dtype.itemsize
+                and 0 <= self.count <= self.capacity)
+
+    def reset(self) -> None:
+        """Forget every entry (an unusable table is rebuilt from the data)."""
+        self._write_header(0)
+
+    @property
+    def capacity(self) -> int:
+        return len(self._entries)
+
+    @property
+    def count(self) -> int:
+        return int(self._header[2])
+
+    def refresh(self) -> None:
+        """Reader side: remap if the writer has grown the file past our mapping."""
+        size = os.fstat(self.fd).st_size
+        if size > len(self._map):
+            self._remap(size)
+
+    def entries(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """View of published entries ``[start, stop)`` (stop defaults to ``count``)."""
+        count = self.count
+        if stop is None or stop > count:
+            stop = count
+        if stop > self.capacity:
+            self.refresh()
+        return self._entries[start:stop]
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def ensure(self, entries_needed: int) -> None:
+        if entries_needed <= self.capacity:
+            return
+        grown = max(entries_needed, self.capacity * 2, self.grow_entries)
+        length = self.HEADER_BYTES + grown * self.dtype.itemsize
+        allocate(self.fd, 0, length, self.path)
+        self._remap(length)
+
+    def append(self, values: np.ndarray) -> None:
+        count = self.count
+        end = count + len(values)
+        self.ensure(end)
+        self._entries[count:end] = values
+        self._header[2] = end  # publish after the entries are written
+
+    def set_count(self, count: int) -> None:
+        """Drop entries from ``count`` on (zeroing them, so stale entries can never be read)."""
+        old = self.count
+        if count < old:
+            self._entries[count:old] = 0
+        self._header[2] = count
+
+    def flush(self) -> None:
+        os.fdatasync(self.fd)
+
+    def close(self, shrink: bool) -> None:
+        if self.fd < 0:
+            return
+        if shrink and self.writable:
+            os.ftruncate(self.fd, self.HEADER_BYTES + self.count * self.dtype.itemsize)
+        self._map = self._entries = self._header = None
+        os.close(self.fd)
+        self.fd = -1

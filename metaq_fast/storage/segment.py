@@ -1,0 +1,519 @@
+"""One segment of a partition log: a memory-mapped data file and its two sidecar tables.
+
+Imports: numpy, xxhash, metaq_fast.message / errors / limits and the storage helpers.
+
+Files (see files.py): ``<start>.meta`` holds MetaQ records byte for byte; ``<start>.idx`` holds,
+per record, its position in the file and a 32-bit check of its id and flag
+(``message.header_checks``); ``<start>.sum`` holds, per appended batch, its end position, the
+record count at its end, and the xxh3-64 of its bytes. The data file is the truth; the sidecars
+are caches that are verified against it and rebuilt from it when they disagree.
+
+Integrity, and why it is split this way:
+
+* MetaQ's CRC covers a record's data only and costs one call per record. The batch xxh3 covers
+  every byte of a batch (headers included) at ~10 GB/s, so verifying stored data is one hash per
+  batch, not one per record.
+* When a batch hash fails, the damage is pinned to its record: the length chain (from the
+  index), the CRC (data and crc field) and the id/flag check (index) together cover every byte
+  of every record. Records before the damage are kept; the damaged one is reported, never served.
+* Each segment process keeps which batches it has verified; reads verify lazily, once, the
+  batches they touch, so a flipped bit in a closed segment is found when read or scrubbed.
+
+Strategy for the writer: the data file is sized to the segment's capacity once (sparse), mapped
+once, and disk blocks are reserved ahead of the write position in 16 MiB steps with
+``posix_fallocate``; a write therefore never remaps and a full disk is an error at allocation,
+never a SIGBUS. A closed segment is truncated to exactly its records, as MetaQ leaves it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from .. import message
+from ..errors import CorruptRecordError, StorageError
+from ..limits import SEGMENT_GROW_STEP_BYTES
+from . import files
+from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up
+
+log = logging.getLogger(__name__)
+
+INDEX_DTYPE = np.dtype([("position", "<u4"), ("check", "<u4")])
+SUMS_DTYPE = np.dtype([("end", "<u8"), ("end_record", "<u8"), ("hash", "<u8")])
+INDEX_MAGIC = b"MQFIDX01"
+SUMS_MAGIC = b"MQFSUM01"
+HEADER = message.HEADER_BYTES
+ZERO_HEADER = bytes(HEADER)
+# Records re-indexed by recovery or a rebuild are grouped into batches of about this size.
+REBUILD_BATCH_BYTES = 1 << 20
+
+_ID_RANGE = np.arange(8, dtype=np.int64)
+_hash = xxhash.xxh3_64_intdigest
+
+
+class Segment:
+    """A segment file. Writable (owned by this process) or read-only (a reader's view)."""
+
+    def __init__(self, directory: Path, start_offset: int, *, writable: bool,
+                 create: bool = False, capacity_bytes: int = 0):
+        self.directory = Path(directory)
+        self.start_offset = start_offset
+        self.path = files.data_file(self.directory, start_offset)
+        self.writable = writable
+        if create:
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+        else:
+            flags = os.O_RDWR if writable else os.O_RDONLY
+        self.fd = os.open(self.path, flags, 0o644)
+        self.file_bytes = os.fstat(self.fd).st_size
+        self.size = 0 if create else self.file_bytes  # bytes of records (set by recovery)
+        self.closed_for_append = not writable
+        self._allocated = 0
+        self._data: np.memmap | None = None
+        self.index: MappedTable | None = None
+        self.sums: MappedTable | None = None
+        self._verified = np.zeros(0, dtype=bool)
+        self._bad: dict[int, str] = {}  # record position -> what is wrong with it
+        self._scan_verified_end = 0  # for segments without sidecars: CRC-checked prefix
+        if writable:
+            self.capacity = max(round_up(max(capacity_bytes, 1), PAGE_BYTES), self.file_bytes)
+            if self.file_bytes < self.capacity:
+                os.ftruncate(self.fd, self.capacity)  # sparse: blocks come with allocate()
+            self._allocated = self.file_bytes
+            self._data = map_fd(self.fd, self.capacity, True) if self.capacity else None
+            self.index = MappedTable(files.index_file(self.directory, start_offset), INDEX_DTYPE,
+                                     INDEX_MAGIC, writable=True)
+            self.sums = MappedTable(files.sums_file(self.directory, start_offset), SUMS_DTYPE,
+                                    SUMS_MAGIC, writable=True, grow_entries=1024)
+            if create:
+                self.index.reset()
+                self.sums.reset()
+        else:
+            self.capacity = self.file_bytes
+            self._data = map_fd(self.fd, self.file_bytes, False) if self.file_bytes else None
+            self._open_sidecars_read_only()
+
+    def _open_sidecars_read_only(self) -> None:
+        for attr, path, dtype, magic in (
+            ("index", files.index_file(self.directory, self.start_offset), INDEX_DTYPE, INDEX_MAGIC),
+            ("sums", files.sums_file(self.directory, self.start_offset), SUMS_DTYPE, SUMS_MAGIC),
+        ):
+            try:
+                setattr(self, attr, MappedTable(path, dtype, magic, writable=False))
+            except (FileNotFoundError, StorageError):
+                setattr(self, attr, None)
+
+    @property
+    def end_offset(self) -> int:
+        return self.start_offset + self.size
+
+    @property
+    def has_sidecars(self) -> bool:
+        return self.index is not None and self.sums is not None
+
+    @property
+    def record_count(self) -> int:
+        return self.index.count if self.index is not None else 0
+
+    def data_view(self, start: int, stop: int) -> np.ndarray:
+        """The mapped bytes ``[start, stop)`` (zero-copy). Readers remap if the file grew."""
+        if self._data is None or stop > len(self._data):
+            self._refresh_data(stop)
+        return self._data[start:stop]
+
+    def _refresh_data(self, needed: int) -> None:
+        size = os.fstat(self.fd).st_size
+        if size < needed:
+            raise StorageError(f"{self.path}: {needed} bytes asked, file has {size}")
+        self._data = map_fd(self.fd, size, self.writable)
+        self.file_bytes = size
+
+    # ---- appending (owner only) -----------------------------------------------------------
+
+    def can_take(self, nbytes: int) -> bool:
+        return self.size + nbytes <= self.capacity
+
+    def _reserve(self, end: int) -> None:
+        if end <= self._allocated:
+            return
+        grow_to = min(self.capacity, round_up(end + SEGMENT_GROW_STEP_BYTES, PAGE_BYTES))
+        allocate(self.fd, self._allocated, grow_to - self._allocated, self.path)
+        self._allocated = grow_to
+
+    def append(self, records, lengths: np.ndarray, msg_ids: np.ndarray, flags, *,
+               fill_ids: bool) -> int:
+        """Copy a message set into the mapping; returns its position in this file.
+
+        ``records`` is a bytes-like message set whose data lengths are ``lengths``. With
+        ``fill_ids`` the id field of every record is written here (client-encoded sets carry 0).
+        The sidecar entries are written after the data and the batch becomes visible to readers
+        only when the caller publishes the new end.
+        """
+        assert self.writable and not self.closed_for_append
+        src = records if isinstance(records, np.ndarray) else np.frombuffer(records, dtype=np.uint8)
+        nbytes = len(src)
+        count = len(lengths)
+        pos = self.size
+        if pos + nbytes > self.capacity:
+            raise StorageError(f"{self.path}: batch of {nbytes} bytes does not fit at {pos}")
+        self._reserve(pos + nbytes)
+        dst = self._data[pos : pos + nbytes]
+        dst[:] = src
+        positions = message.positions_from_lengths(lengths, pos)
+        if fill_ids:
+            self._write_ids(dst, positions - pos, lengths, msg_ids)
+        entries = np.empty(count, dtype=INDEX_DTYPE)
+        entries["position"] = positions
+        entries["check"] = message.header_checks(msg_ids, flags)
+        self.index.append(entries)
+        digest = _hash(dst)  # over what is in the mapping now, ids included
+        self.sums.append(np.array([(pos + nbytes, self.index.count, digest)], dtype=SUMS_DTYPE))
+        self.size = pos + nbytes
+        self._mark_verified(self.sums.count)
+        return pos
+
+    @staticmethod
+    def _write_ids(dst: np.ndarray, rel_positions: np.ndarray, lengths: np.ndarray,
+                   msg_ids: np.ndarray) -> None:
+        count = len(rel_positions)
+        ids_be = np.asarray(msg_ids, dtype=">i8")
+        stride = int(lengths[0]) + HEADER
+        if count == 1 or (lengths == lengths[0]).all():
+            view = np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))
+            view[:] = ids_be
+        else:
+            index = rel_positions[:, None] + 8 + _ID_RANGE
+            dst[index] = ids_be.view(np.uint8).reshape(count, 8)
+
+    def _mark_verified(self, batch_count: int) -> None:
+        if len(self._verified) < batch_count:
+            grown = np.zeros(max(batch_count, 2 * len(self._verified), 64), dtype=bool)
+            grown[: len(self._verified)] = self._verified
+            self._verified = grown
+        self._verified[batch_count - 1] = True
+
+    # ---- flushing and closing --------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fdatasync data and sidecars: the kernel writes only the pages dirtied since the last
+        flush, i.e. the range appended since then. Releases the GIL (unlike mmap.flush)."""
+        os.fdatasync(self.fd)
+        self.index.flush()
+        self.sums.flush()
+
+    def seal(self) -> None:
+        """Stop appending: flush, then cut the file to exactly its records (MetaQ's layout)."""
+        if not self.writable or self.closed_for_append:
+            return
+        self.flush()
+        os.ftruncate(self.fd, self.size)
+        self.capacity = self.file_bytes = self._allocated = self.size
+        self._data = map_fd(self.fd, self.size, True) if self.size else None
+        self.closed_for_append = True
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self.writable:
+            self.seal()
+        for table in (self.index, self.sums):
+            if table is not None:
+                table.close(shrink=self.writable)
+        self._data = None
+        os.close(self.fd)
+        self.fd = -1
+
+    def delete_files(self) -> None:
+        """Remove the sidecars (the caller removes or archives the data file)."""
+        for path in (files.index_file(self.directory, self.start_offset),
+                     files.sums_file(self.directory, self.start_offset)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    # ---- verification --------------------------------------------------------------------
+
+    def first_bad_record(self, start: int, stop: int) -> int | None:
+        """Verify (once) every batch overlapping ``[start, stop)``; the position of the first
+        damaged record in the range, or None."""
+        if stop <= start:
+            return None
+        if self.sums is not None and self.sums.count:
+            self._verify_batches(start, stop)
+        else:
+            self._verify_by_scan(stop)
+        if not self._bad:
+            return None
+        bad = [p for p in self._bad if start <= p < stop]
+        return min(bad) if bad else None
+
+    def bad_detail(self, position: int) -> str:
+        return self._bad.get(position, "unknown damage")
+
+    def _verify_batches(self, start: int, stop: int) -> None:
+        table = self.sums.entries()
+        ends = table["end"]
+        first = int(np.searchsorted(ends, start, side="right"))
+        last = min(int(np.searchsorted(ends, stop, side="left")), len(ends) - 1)
+        if len(self._verified) < len(ends):
+            grown = np.zeros(len(ends), dtype=bool)
+            grown[: len(self._verified)] = self._verified
+            self._verified = grown
+        for batch in range(first, last + 1):
+            if self._verified[batch]:
+                continue
+            batch_start = int(ends[batch - 1]) if batch else 0
+            batch_end = int(ends[batch])
+            if batch_end > self.size or batch_end <= batch_start:
+                break  # not published yet, or a stale entry past the records
+            if _hash(self.data_view(batch_start, batch_end)) != int(table["hash"][batch]):
+                first_record = int(table["end_record"][batch - 1]) if batch else 0
+                self._locate_damage(batch_start, batch_end, first_record)
+            self._verified[batch] = True
+
+    def _locate_damage(self, start: int, end: int, first_record: int) -> None:
+        """A batch hash failed: find which records are damaged (every byte of each is covered
+        by the length chain, the CRC and the id/flag check)."""
+        found = check_records(self.data_view(0, end), start, end, self.index, first_record)
+        if found:
+            for position, detail in found:
+                self._bad[position] = detail
+                log.error("corrupt record in %s at position %d (offset %d): %s",
+                          self.path, position, self.start_offset + position, detail)
+        else:
+            log.warning("%s: checksum entry of batch [%d, %d) was wrong, records are intact",
+                        self.path, start, end)
+
+    def _verify_by_scan(self, stop: int) -> None:
+        """Segments written without sidecars (e.g. by MetaQ): check records one by one (CRC and
+        lengths) up to ``stop``, once."""
+        pos = self._scan_verified_end
+        limit = min(stop, self.size)
+        if limit <= pos:
+            return
+        data = self.data_view(0, self.size)
+        while pos < limit:
+            problem, size = record_problem(data, pos, self.size, None)
+            if problem is not None:
+                self._bad[pos] = problem
+                log.error("corrupt record in %s at position %d (offset %d): %s",
+                          self.path, pos, self.start_offset + pos, problem)
+                if not size:  # no way to find the next record
+                    pos = self.size
+                    break
+            pos += size
+        self._scan_verified_end = pos
+
+    def scrub(self) -> list[tuple[int, str]]:
+        """Verify every batch (or record) of the segment now; the damaged records found."""
+        self._verified[:] = False
+        self._scan_verified_end = 0
+        self.first_bad_record(0, self.size)
+        return sorted(self._bad.items())
+
+    # ---- record positions ------------------------------------------------------------------
+
+    def record_positions(self, start: int, stop: int) -> np.ndarray:
+        """Positions of the records that start in ``[start, stop)`` and end by ``stop``."""
+        if self.index is not None and self.index.count:
+            positions = self.index.entries()["position"]
+            lo = int(np.searchsorted(positions, start, side="left"))
+            hi = int(np.searchsorted(positions, stop, side="left"))
+            return positions[lo:hi].astype(np.int64)
+        found, _ = message.scan_positions(self.data_view(0, stop), start, stop)
+        return found
+
+    def containing_record(self, position: int) -> int:
+        """Start of the record that contains byte ``position`` (MetaQ's ``offset`` answers the
+        segment start instead; this is for our getm extension)."""
+        if self.index is not None and self.index.count:
+            positions = self.index.entries()["position"]
+            i = int(np.searchsorted(positions, position, side="right")) - 1
+            return int(positions[max(i, 0)])
+        found, _ = message.scan_positions(self.data_view(0, self.size), 0, self.size)
+        i = int(np.searchsorted(found, position, side="right")) - 1
+        return int(found[max(i, 0)]) if len(found) else 0
+
+    # ---- recovery (owner only) ------------------------------------------------------------
+
+    def recover(self, trusted_end: int) -> int:
+        """Find where this segment's records really end; truncate there. Returns bytes dropped.
+
+        Everything before ``trusted_end`` (the recovery point) is taken as is. After it, batches
+        are verified by hash; from the first bad or missing one, records are checked one by one
+        (length, CRC, id/flag check where the index has one) up to the first bad record. The
+        index and checksum tables are cut to match and rebuilt for re-scanned records.
+        """
+        assert self.writable
+        file_end = self.file_bytes
+        data = self.data_view(0, file_end) if file_end else np.zeros(0, dtype=np.uint8)
+        sums = self.sums.entries()
+        index_count = self.index.count
+        good_batches, good_end, good_records = 0, 0, 0
+        prev_end = prev_records = 0
+        for batch in range(len(sums)):
+            end, end_record, digest = (int(x) for x in sums[batch])
+            sane = prev_end < end <= file_end and prev_records < end_record <= index_count
+            if not sane:
+                break
+            if end > trusted_end and _hash(data[prev_end:end]) != digest:
+                break
+            good_batches, good_end, good_records = batch + 1, end, end_record
+            prev_end, prev_records = end, end_record
+        scanned = scan_valid_records(data, good_end, file_end, self.index, good_records)
+        end = good_end
+        new_entries = []
+        if len(scanned):
+            positions, checks, end = scanned
+            new_entries = (positions, checks)
+        dropped = self._dropped_bytes(data, end, file_end)
+        self.index.set_count(good_records)
+        self.sums.set_count(good_batches)
+        if new_entries:
+            positions, checks = new_entries
+            entries = np.empty(len(positions), dtype=INDEX_DTYPE)
+            entries["position"] = positions
+            entries["check"] = checks
+            self.index.append(entries)
+            self._append_rebuilt_sums(positions, end, good_records)
+        if dropped:
+            # Zero what was dropped so that a later recovery can never revive stale records
+            # that a shorter new batch did not overwrite.
+            data[end : end + dropped] = 0
+        self.size = end
+        self._allocated = max(self._allocated, end)
+        self._verified = np.ones(self.sums.count, dtype=bool)
+        return dropped
+
+    def _dropped_bytes(self, data, end: int, file_end: int) -> int:
+        """Bytes after ``end`` that held something (zeroed preallocated space does not count).
+        Only the allocated run after ``end`` is looked at (SEEK_HOLE), not a sparse gigabyte."""
+        stop = file_end
+        try:
+            stop = min(file_end, os.lseek(self.fd, end, os.SEEK_HOLE))
+        except OSError:
+            pass
+        last = last_nonzero(data, end, stop)
+        return last + 1 - end if last >= end else 0
+
+    def _append_rebuilt_sums(self, positions: np.ndarray, end: int, first_record: int) -> None:
+        """Checksum entries for re-scanned records, a batch per ~1 MiB."""
+        starts = positions.astype(np.int64)
+        bounds = []
+        batch_start = int(starts[0])
+        for i, position in enumerate(starts.tolist()):
+            if position - batch_start >= REBUILD_BATCH_BYTES:
+                bounds.append((position, first_record + i))
+                batch_start = position
+        bounds.append((end, first_record + len(starts)))
+        prev = int(starts[0])
+        rows = []
+        for batch_end, end_record in bounds:
+            rows.append((batch_end, end_record, _hash(self.data_view(prev, batch_end))))
+            prev = batch_end
+        self.sums.append(np.array(rows, dtype=SUMS_DTYPE))
+
+
+# ---- record-by-record checks (recovery and damage location) -------------------------------
+
+
+def _read_header(data, pos: int):
+    length = int.from_bytes(bytes(data[pos : pos + 4]), "big", signed=True)
+    crc = int.from_bytes(bytes(data[pos + 4 : pos + 8]), "big", signed=True)
+    msg_id = int.from_bytes(bytes(data[pos + 8 : pos + 16]), "big", signed=True)
+    flag = int.from_bytes(bytes(data[pos + 16 : pos + 20]), "big", signed=True)
+    return length, crc, msg_id, flag
+
+
+def record_problem(data, pos: int, end: int, expected_check: int | None) -> tuple[str | None, int]:
+    """What is wrong with the record at ``pos`` (None if nothing) and its size."""
+    if pos + HEADER > end:
+        return "record header cut", 0
+    if bytes(data[pos : pos + HEADER]) == ZERO_HEADER:
+        return "end of data (zeroed space)", 0
+    length, crc, msg_id, flag = _read_header(data, pos)
+    if length < 0:
+        return f"negative length {length}", 0
+    size = HEADER + length
+    if pos + size > end:
+        return f"record of {size} bytes cut at {end - pos}", 0
+    if message.crc32(data[pos + HEADER : pos + size]) != crc:
+        return "checksum failure", size
+    if expected_check is not None:
+        check = int(message.header_checks(np.array([msg_id], dtype=np.int64), flag)[0])
+        if check != expected_check:
+            return "id or flag damaged", size
+    return None, size
+
+
+def _indexed_check(index: MappedTable | None, record: int, pos: int) -> int | None:
+    if index is None or record >= index.count:
+        return None
+    entry = index.entries(record, record + 1)
+    if not len(entry) or int(entry["position"][0]) != pos:
+        return None
+    return int(entry["check"][0])
+
+
+def check_records(data, start: int, end: int, index: MappedTable | None,
+                  first_record: int) -> list[tuple[int, str]]:
+    """Every damaged record of ``data[start:end]``. Positions come from the index when it
+    agrees with the data, so one damaged record does not hide the ones after it."""
+    found = []
+    positions = None
+    if index is not None and index.count > first_record:
+        entries = index.entries(first_record)
+        candidate = entries["position"].astype(np.int64)
+        candidate = candidate[(candidate >= start) & (candidate < end)]
+        if len(candidate) and int(candidate[0]) == start:
+            positions = candidate
+    if positions is None:
+        positions, _ = message.scan_positions(data, start, end)
+    for i, pos in enumerate(positions.tolist()):
+        next_pos = int(positions[i + 1]) if i + 1 < len(positions) else end
+        problem, size = record_problem(data, pos, end, _indexed_check(index, first_record + i, pos))
+        if problem is None and pos + size != next_pos:
+            problem = f"length field says {size - HEADER} bytes, next record is at {next_pos}"
+        if problem is not None:
+            found.append((pos, problem))
+    return found
+
+
+def scan_valid_records(data, start: int, end: int, index: MappedTable | None, first_record: int):
+    """Records that are whole and valid from ``start`` on, stopping at the first bad one:
+    (positions, checks, end of the last good record), or an empty tuple if none."""
+    positions, checks = [], []
+    pos, record = start, first_record
+    while True:
+        expected = _indexed_check(index, record, pos)
+        problem, size = record_problem(data, pos, end, expected)
+        if problem is not None:
+            if pos < end and problem != "end of data (zeroed space)":
+                log.warning("recovery stops at position %d: %s", pos, problem)
+            break
+        length, _crc, msg_id, flag = _read_header(data, pos)
+        positions.append(pos)
+        checks.append(int(message.header_checks(np.array([msg_id], dtype=np.int64), flag)[0]))
+        pos += size
+        record += 1
+    if not positions:
+        return ()
+    return np.array(positions, dtype=np.uint32), np.array(checks, dtype=np.uint32), pos
+
+
+def last_nonzero(data, start: int, stop: int) -> int:
+    """Index of the last non-zero byte of ``data[start:stop]``, or -1."""
+    step = 8 << 20
+    pos = stop
+    while pos > start:
+        lo = max(start, pos - step)
+        nz = np.flatnonzero(np.asarray(data[lo:pos]))
+        if len(nz):
+            return lo + int(nz[-1])
+        pos = lo
+    return -1

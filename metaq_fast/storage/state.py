@@ -1,0 +1,101 @@
+"""``partition.state``: the few numbers of a partition that other processes and restarts need.
+
+Imports: numpy and metaq_fast.storage.mapped only.
+
+Layout (eight little-endian u64, 64 bytes, memory-mapped by the owner read-write and by readers
+read-only)::
+
+    [0] magic   [1] visible_end   [2] recovery_point   [3] recovery_point ^ CHECK_KEY
+    [4] first_offset   [5] owner_pid   [6..7] reserved
+
+* ``visible_end``: the log offset up to which records are whole and acknowledged-or-about-to-be;
+  written by the owner after each append, read by any worker serving ``get``. It only ever points
+  at the end of a completely written batch, which recovery keeps, so a reader never serves bytes
+  that a restart would drop (short of power loss, which takes the readers down too).
+* ``recovery_point``: every byte before it has been flushed (fdatasync) and its batch checksums
+  with it; recovery verifies only what lies after it. It is written after the flush, so it never
+  claims more than is durable; the XOR copy detects a torn update (then recovery starts earlier).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .mapped import allocate, map_fd
+
+MAGIC = int.from_bytes(b"MQSTATE1", "little")
+CHECK_KEY = 0x5A5A_A5A5_0F0F_F0F0
+STATE_BYTES = 64
+
+VISIBLE_END, RECOVERY_POINT, RECOVERY_CHECK, FIRST_OFFSET, OWNER_PID = 1, 2, 3, 4, 5
+
+
+class PartitionState:
+    def __init__(self, path: Path, *, writable: bool):
+        self.path = Path(path)
+        self.writable = writable
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            fresh = size < STATE_BYTES
+            if fresh and writable:
+                allocate(fd, 0, STATE_BYTES, self.path)
+            self._map = map_fd(fd, STATE_BYTES, writable)
+            self._words = self._map.view("<u8")
+        finally:
+            os.close(fd)
+        if writable and (fresh or int(self._words[0]) != MAGIC):
+            self._words[:] = 0
+            self._words[0] = MAGIC
+
+    @property
+    def valid(self) -> bool:
+        return int(self._words[0]) == MAGIC
+
+    @property
+    def visible_end(self) -> int:
+        return int(self._words[VISIBLE_END])
+
+    @visible_end.setter
+    def visible_end(self, offset: int) -> None:
+        self._words[VISIBLE_END] = offset
+
+    @property
+    def recovery_point(self) -> int | None:
+        """The recovery point, or None when it is missing or torn."""
+        point = int(self._words[RECOVERY_POINT])
+        if not self.valid or point ^ CHECK_KEY != int(self._words[RECOVERY_CHECK]):
+            return None
+        return point
+
+    @recovery_point.setter
+    def recovery_point(self, offset: int) -> None:
+        self._words[RECOVERY_POINT] = offset
+        self._words[RECOVERY_CHECK] = offset ^ CHECK_KEY
+
+    @property
+    def first_offset(self) -> int:
+        return int(self._words[FIRST_OFFSET])
+
+    @first_offset.setter
+    def first_offset(self, offset: int) -> None:
+        self._words[FIRST_OFFSET] = offset
+
+    @property
+    def owner_pid(self) -> int:
+        return int(self._words[OWNER_PID])
+
+    @owner_pid.setter
+    def owner_pid(self, pid: int) -> None:
+        self._words[OWNER_PID] = pid
+
+    def flush(self) -> None:
+        if self.writable:
+            self._map.flush()  # 64 bytes: holding the GIL for this msync is harmless
+
+    def close(self) -> None:
+        self._map = None
+        self._words = np.zeros(8, dtype="<u8")

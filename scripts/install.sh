@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what metaq_fast needs on a Debian machine, as root: Java and Apache ZooKeeper from
+# Debian's packages (jars only; no service is started), and a virtual environment in .venv with
+# the package and its test and bench extras. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: missing Debian packages ($*); run as root or install them first" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+dpkg -s zookeeper >/dev/null 2>&1 || missing+=(zookeeper)
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]} from Debian" >&2
+  apt_install "${missing[@]}"
+fi
+
+python3 - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"install.sh: metaq_fast needs Python >= 3.11, found {sys.version.split()[0]}")
+PY
+
+stamp=.venv/.metaq-installed
+want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install.sh: creating .venv and installing metaq_fast[test,bench]" >&2
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,bench]" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c 'import metaq_fast, kazoo, numpy, xxhash, isal, pytest' \
+    || { echo "install.sh: the virtual environment is incomplete" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
