@@ -37,6 +37,9 @@ BATCH_RECORDS_MAX = 1_000_000
 # Segment data files grow (fallocate) in steps of this size so that a full disk is an error
 # at allocation time rather than a SIGBUS on a write into the mapping.
 SEGMENT_GROW_STEP_BYTES = 16 * 1024 * 1024
+# Pages of the active segment are populated (MADV_POPULATE_WRITE, in a background thread) up to
+# this far ahead of the write position, so the appender rarely takes a page fault itself.
+PREFAULT_AHEAD_BYTES = 4 * 1024 * 1024
 # Record-position index entries are grown in steps of this many entries.
 INDEX_GROW_STEP_ENTRIES = 256 * 1024
 # Recovery reads at most this many bytes per step when scanning a tail record by record.

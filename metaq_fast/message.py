@@ -64,28 +64,46 @@ def crc32_many(datas: Sequence) -> np.ndarray:
     return crcs.view(np.int32)
 
 
-# 64-bit mixing constants of XXH64 (PRIME64_1, PRIME64_2, PRIME64_3).
+# Odd 64-bit constants of XXH64 (PRIME64_1, PRIME64_2).
 _P1 = np.uint64(0x9E3779B185EBCA87)
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_P3 = np.uint64(0x165667B19E3779F9)
+_SHIFT32 = np.uint64(32)
 
 
 def header_checks(msg_ids: np.ndarray, flags) -> np.ndarray:
-    """A 32-bit check of each record's ``msg_id`` and ``flag`` (XXH64-style mix, vectorised).
+    """A 32-bit check of each record's ``msg_id`` and ``flag``, vectorised.
 
-    MetaQ's CRC covers only a record's data. The storage index keeps this check beside each
+    MetaQ's CRC covers a record's data only. The storage index keeps this check beside each
     record's position so that damage to an id or flag is pinned to its record, not just to its
-    batch, without hashing records one by one.
+    batch, without hashing records one by one. It is the high half of
+    ``id * P1 ^ flag * P2`` (mod 2**64): multiplication by an odd constant is a bijection that
+    carries every changed bit upwards, so any change confined to one field always changes it,
+    and a random change of both fields escapes it with probability 2**-32.
     """
-    ids = np.asarray(msg_ids).astype(np.uint64, copy=False)
-    fl = np.asarray(flags).astype(np.int64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        h = ids * _P1
-        h ^= fl * _P2
-        h ^= h >> np.uint64(29)
-        h *= _P3
-        h ^= h >> np.uint64(32)
+    # Array arithmetic on uint64 wraps silently (numpy warns on overflow for scalars only).
+    h = np.asarray(msg_ids, dtype=np.int64).view(np.uint64) * _P1
+    if np.ndim(flags):
+        h ^= np.asarray(flags).astype(np.uint64) * _P2
+    elif flags:
+        h ^= np.uint64((flags * int(_P2)) & 0xFFFFFFFFFFFFFFFF)  # Python ints: no overflow warning
+    h >>= _SHIFT32
     return h.astype(np.uint32)
+
+
+def lay_out_records(dst: np.ndarray, datas: Sequence, positions: np.ndarray, uniform: bool,
+                    lengths, crcs, msg_ids, flags) -> None:
+    """Write whole records for ``datas`` into ``dst`` (a uint8 array of exactly their size),
+    with one copy of the payload bytes: straight into a mapping, with no staging buffer."""
+    count = len(datas)
+    headers = build_headers(lengths, crcs, msg_ids, flags)
+    if uniform:
+        stride = len(dst) // count
+        rows = dst.reshape(count, stride)
+        rows[:, :HEADER_BYTES] = headers.view(np.uint8).reshape(count, HEADER_BYTES)
+        if stride > HEADER_BYTES:
+            rows[:, HEADER_BYTES:] = np.frombuffer(b"".join(datas), dtype=np.uint8).reshape(count, -1)
+        return
+    dst[:] = np.frombuffer(encode_records(datas, msg_ids, flags, crcs, lengths, False), dtype=np.uint8)
 
 
 # ---- encoding -----------------------------------------------------------------------------
@@ -135,6 +153,27 @@ def positions_from_lengths(lengths: np.ndarray, start: int = 0) -> np.ndarray:
     return positions
 
 
+def layout(lengths: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    """(start of each record, total bytes, whether all records have the same size) of a
+    message set with these data lengths. Equal sizes make the set a 2-D array, which lets
+    every later step use strided views instead of gathers."""
+    count = len(lengths)
+    if count == 0:
+        return np.empty(0, dtype=np.int64), 0, True
+    first = int(lengths[0])
+    if int(lengths.min()) == int(lengths.max()):
+        stride = first + HEADER_BYTES
+        return np.arange(0, count * stride, stride, dtype=np.int64), count * stride, True
+    positions = positions_from_lengths(lengths)
+    return positions, int(positions[-1]) + HEADER_BYTES + int(lengths[-1]), False
+
+
+def strided_headers(buf, count: int, stride: int) -> np.ndarray:
+    """Zero-copy header view of ``count`` records of ``stride`` bytes each."""
+    arr = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, dtype=np.uint8)
+    return np.ndarray((count,), dtype=HEADER_DTYPE, buffer=arr, offset=0, strides=(stride,))
+
+
 def build_headers(lengths, crcs, msg_ids, flags) -> np.ndarray:
     headers = np.empty(len(lengths), dtype=HEADER_DTYPE)
     headers["length"] = lengths
@@ -150,6 +189,7 @@ def encode_records(
     flags=0,
     crcs: np.ndarray | None = None,
     lengths: np.ndarray | None = None,
+    uniform: bool | None = None,
 ) -> bytes | np.ndarray:
     """Encode whole records for ``datas`` (a sequence of bytes-like data blocks).
 
@@ -168,7 +208,9 @@ def encode_records(
     first = int(lengths[0])
     if count == 1:
         return headers.tobytes() + bytes(datas[0])
-    if (lengths == first).all():
+    if uniform is None:
+        uniform = int(lengths.min()) == int(lengths.max())
+    if uniform:
         out = np.empty((count, HEADER_BYTES + first), dtype=np.uint8)
         out[:, :HEADER_BYTES] = headers.view(np.uint8).reshape(count, HEADER_BYTES)
         if first:
@@ -266,7 +308,8 @@ def _flatten_positions(parts: list) -> np.ndarray:
 
 
 def gather_headers(buf, positions: np.ndarray) -> np.ndarray:
-    """Headers of the records starting at ``positions`` (one fancy-index gather)."""
+    """Headers of the records starting at ``positions``: a zero-copy strided view when the
+    records are equally spaced (it keeps ``buf`` alive), else one fancy-index gather."""
     arr = np.frombuffer(buf, dtype=np.uint8)
     count = len(positions)
     if count == 0:
@@ -274,9 +317,8 @@ def gather_headers(buf, positions: np.ndarray) -> np.ndarray:
     if count > 1:
         stride = int(positions[1] - positions[0])
         if stride >= HEADER_BYTES and (np.diff(positions) == stride).all():
-            view = np.ndarray(shape=(count,), dtype=HEADER_DTYPE, buffer=arr,
+            return np.ndarray(shape=(count,), dtype=HEADER_DTYPE, buffer=arr,
                               offset=int(positions[0]), strides=(stride,))
-            return view.copy()
     index = positions[:, None] + _HEADER_RANGE
     return arr[index].reshape(-1).view(HEADER_DTYPE)
 

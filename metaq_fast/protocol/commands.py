@@ -41,7 +41,7 @@ Such a view stays valid for as long as it is referenced - it keeps the underlyin
 alive, so do not hold many of them for long.
 
 Construction validates what would make the wire form wrong or ambiguous (integer ranges, tokens
-with spaces or CRLF, transaction keys) and raises ``InvalidArgumentError``. The decoder builds
+with a space or CRLF, transaction keys) and raises ``InvalidArgumentError``. The decoder builds
 instances through ``_builder`` without this validation: a decoded command carries exactly what
 the wire said within MetaQ's decoding rules (for example an empty topic), and judging names is
 the broker's business.
@@ -204,14 +204,14 @@ def _check_int(obj: Any, name: str, lo: int, hi: int) -> None:
 
 
 def _check_token(obj: Any, name: str, *, allow_empty: bool = True) -> None:
-    # A token may not contain a space (it would split) nor CR/LF (it could end the line).
+    # A token may not contain a space (it would split) nor CRLF (it would end the line).
     value = getattr(obj, name)
     if not isinstance(value, str):
         raise _bad(type(obj), name, value, "a str")
     if not allow_empty and not value:
         raise _bad(type(obj), name, value, "a non-empty str")
-    if " " in value or "\r" in value or "\n" in value:
-        raise _bad(type(obj), name, value, "a str without spaces, CR or LF")
+    if " " in value or "\r\n" in value:
+        raise _bad(type(obj), name, value, "a str without spaces or CRLF")
 
 
 def _check_body(obj: Any, name: str) -> None:
@@ -514,8 +514,8 @@ class AdminCommand:
                 raise _bad(type(self), "args", self.args, "a tuple of str")
             object.__setattr__(self, "args", tuple(self.args))
         for arg in self.args:
-            if not isinstance(arg, str) or " " in arg or "\r" in arg or "\n" in arg:
-                raise _bad(type(self), "args", self.args, "str tokens without spaces, CR or LF")
+            if not isinstance(arg, str) or " " in arg or "\r\n" in arg:
+                raise _bad(type(self), "args", self.args, "str tokens without spaces or CRLF")
         _check_int(self, "opaque", INT32_MIN, INT32_MAX)
 
 

@@ -6,7 +6,8 @@ Layout under ``dataPath`` (MetaQ's, plus our sidecars which MetaQ ignores)::
 
     <dataPath>/<topic>-<partition>/
         00000000000000000000.meta     records, byte for byte as MetaQ stores them
-        00000000000000000000.idx      our record index (rebuildable cache)
+        00000000000000000000.idx      our record index: positions (rebuildable cache)
+        00000000000000000000.chk      our record index: id/flag checks (rebuildable cache)
         00000000000000000000.sum      our batch checksums (rebuildable cache)
         partition.state               visible end and recovery point, shared by processes
 """
@@ -21,6 +22,7 @@ from ..names import validate_topic_name
 
 DATA_SUFFIX = ".meta"
 INDEX_SUFFIX = ".idx"
+CHECKS_SUFFIX = ".chk"
 SUMS_SUFFIX = ".sum"
 TMP_SUFFIX = ".tmp"
 ARCHIVE_SUFFIX = ".arc"
@@ -42,6 +44,10 @@ def data_file(directory: Path, start_offset: int) -> Path:
 
 def index_file(directory: Path, start_offset: int) -> Path:
     return directory / (segment_stem(start_offset) + INDEX_SUFFIX)
+
+
+def checks_file(directory: Path, start_offset: int) -> Path:
+    return directory / (segment_stem(start_offset) + CHECKS_SUFFIX)
 
 
 def sums_file(directory: Path, start_offset: int) -> Path:

@@ -67,6 +67,8 @@ class MessageIdAllocator:
         self.slot = slot
         self.slots = slots
         self._per_ms = SEQUENCE_VALUES // slots  # ids one worker may issue per millisecond
+        per_ms_bits = self._per_ms.bit_length() - 1
+        self._per_ms_shift = per_ms_bits if self._per_ms == 1 << per_ms_bits else None
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._next_tick = 0  # tick = millis * per_ms + k; the next one free
         self._base = np.int64(broker_id << MSG_ID_SEQUENCE_BITS)
@@ -94,11 +96,22 @@ class MessageIdAllocator:
                         "per worker, or the clock stepped back); ids stay unique and increasing",
                         ahead_ms, self._per_ms)
         self._next_tick = first + count
+        if self.slots == 1 and first // self._per_ms == last_ms:
+            # one millisecond: the ids are consecutive integers
+            first_id = ((last_ms - MSG_ID_EPOCH_MS) << 22) | int(self._base) | (first % self._per_ms)
+            return np.arange(first_id, first_id + count, dtype=np.int64)
         ticks = np.arange(first, first + count, dtype=np.int64)
-        millis, k = np.divmod(ticks, self._per_ms)
+        if self._per_ms_shift is not None:  # 1, 2, 4... workers: shifts instead of divmod
+            millis = ticks >> self._per_ms_shift
+            k = ticks & (self._per_ms - 1)
+        else:
+            millis, k = np.divmod(ticks, self._per_ms)
         ids = (millis - MSG_ID_EPOCH_MS) << 22
         ids |= self._base
-        ids |= k * self.slots + self.slot
+        if self.slots == 1:
+            ids |= k
+        else:
+            ids |= k * self.slots + self.slot
         return ids
 
     def allocate_one(self) -> int:

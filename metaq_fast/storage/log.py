@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import message
 from ..errors import (
+    ChecksumError,
     CorruptRecordError,
     InvalidArgumentError,
     MessageTooLargeError,
@@ -47,6 +48,7 @@ from ..errors import (
 from ..limits import BATCH_BYTES_MAX_DEFAULT
 from . import files
 from .ids import MessageIdAllocator
+from .mapped import search
 from .segment import HEADER, Segment
 from .state import PartitionState
 
@@ -65,12 +67,21 @@ class FlushPolicy:
         return self.threshold_messages <= 0
 
 
-@dataclass(frozen=True, slots=True)
 class AppendResult:
-    first_offset: int
-    end_offset: int
-    msg_ids: np.ndarray
-    offsets: np.ndarray
+    """Where a batch went: ``offsets`` of its records (computed on demand) and their ids."""
+
+    __slots__ = ("first_offset", "end_offset", "msg_ids", "_positions")
+
+    def __init__(self, first_offset: int, end_offset: int, msg_ids: np.ndarray,
+                 positions: np.ndarray):
+        self.first_offset = first_offset
+        self.end_offset = end_offset
+        self.msg_ids = msg_ids
+        self._positions = positions  # record starts relative to first_offset
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._positions + self.first_offset
 
     def __len__(self) -> int:
         return len(self.msg_ids)
@@ -176,18 +187,18 @@ class _LogView:
         if max_bytes <= 0:
             raise InvalidArgumentError(f"invalid max size:{max_bytes}")
         segment, position, seg_stop = self._locate(offset)
-        positions = segment.record_positions(position, seg_stop)
+        positions, last_end = segment.record_positions(position, position + max_bytes, seg_stop)
         if not len(positions) or int(positions[0]) != position:
             start = segment.containing_record(position)
             raise NotRecordBoundaryError(offset, segment.start_offset + start)
         ends = np.empty_like(positions)
         ends[:-1] = positions[1:]
-        ends[-1] = seg_stop
-        count = int(np.searchsorted(ends, position + max_bytes, side="right"))
+        ends[-1] = last_end
+        count = search(ends, position + max_bytes, side="right")
         stop = int(ends[count - 1]) if count else position
         stop = self._cut_at_damage(segment, position, stop)
         if count and stop < int(ends[count - 1]):
-            count = int(np.searchsorted(ends, stop, side="right"))
+            count = search(ends, stop, side="right")
         lengths = (ends[:count] - positions[:count] - HEADER).astype(np.int64)
         return RecordSlice(offset, segment.data_view(position, stop), segment.fd, position,
                            stop - position, lengths, int(ends[0] - positions[0]))
@@ -307,7 +318,7 @@ class PartitionLog(_LogView):
     def _observe_last_id(self, segment: Segment) -> None:
         if not segment.record_count:
             return
-        position = int(segment.index.entries(segment.record_count - 1)["position"][0])
+        position = segment.index.position(segment.record_count - 1)
         header = segment.data_view(position, position + HEADER).view(message.HEADER_DTYPE)
         self.ids.observe(int(header["msg_id"][0]))
 
@@ -348,9 +359,12 @@ class PartitionLog(_LogView):
             lengths = message.lengths_of(datas)
         if crcs is None:
             crcs = message.crc32_many(datas)
+        positions, nbytes, uniform = message.layout(lengths)
+        self._check_batch_size(nbytes)
         msg_ids = self.ids.allocate(count)
-        records = message.encode_records(datas, msg_ids, flags, crcs, lengths)
-        return self._append(records, lengths, msg_ids, flags, fill_ids=False)
+        segment, pos, dst = self._reserve(nbytes)
+        message.lay_out_records(dst, datas, positions, uniform, lengths, crcs, msg_ids, flags)
+        return self._commit(segment, pos, dst, positions, msg_ids, flags)
 
     def append_message_set(self, records, lengths: np.ndarray, *, verify_crcs: bool) -> AppendResult:
         """Append a message set the producer encoded (ids are assigned here).
@@ -359,55 +373,68 @@ class PartitionLog(_LogView):
         every record's length field (vectorised). ``verify_crcs`` checks every record's CRC too
         (needed when no batch checksum vouched for the transfer).
         """
-        lengths = np.asarray(lengths, dtype=np.int64)
+        lengths = np.asarray(lengths).astype(np.int64)
         count = len(lengths)
         if count == 0:
             raise InvalidArgumentError("empty message set")
-        view = memoryview(records).cast("B")
-        if (lengths < 0).any():
+        src = np.frombuffer(records, dtype=np.uint8)
+        if int(lengths.min()) < 0:
             raise InvalidArgumentError("negative record length in the index")
-        expected = int(lengths.sum()) + HEADER * count
-        if expected != len(view):
-            raise InvalidArgumentError(f"index describes {expected} bytes, message set has {len(view)}")
-        positions = message.positions_from_lengths(lengths)
-        headers = message.gather_headers(view, positions)
-        wrong = np.flatnonzero(headers["length"] != lengths)
-        if len(wrong):
-            i = int(wrong[0])
+        positions, nbytes, uniform = message.layout(lengths)
+        if nbytes != len(src):
+            raise InvalidArgumentError(f"index describes {nbytes} bytes, message set has {len(src)}")
+        self._check_batch_size(nbytes)
+        if uniform:
+            headers = message.strided_headers(src, count, int(lengths[0]) + HEADER)
+        else:
+            headers = message.gather_headers(src, positions)
+        wrong = headers["length"] != lengths
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
             raise InvalidArgumentError(
                 f"record {i}: length field {int(headers['length'][i])} but index says {int(lengths[i])}")
         if verify_crcs:
+            view = memoryview(src)
             starts = (positions + HEADER).tolist()
             ends = (positions + HEADER + lengths).tolist()
             actual = message.crc32_many(list(map(view.__getitem__, map(slice, starts, ends))))
             bad = np.flatnonzero(actual != headers["crc"])
             if len(bad):
-                from ..errors import ChecksumError
                 raise ChecksumError(f"record {int(bad[0])} of the message set fails its checksum")
+        flags = headers["flag"]
         msg_ids = self.ids.allocate(count)
-        return self._append(view, lengths, msg_ids, headers["flag"], fill_ids=True)
+        segment, pos, dst = self._reserve(nbytes)
+        dst[:] = src
+        segment.fill_ids(dst, positions, uniform, int(lengths[0]) + HEADER, msg_ids)
+        return self._commit(segment, pos, dst, positions, msg_ids, flags)
 
-    def _append(self, records, lengths, msg_ids, flags, *, fill_ids: bool) -> AppendResult:
-        nbytes = len(records)
+    def _check_batch_size(self, nbytes: int) -> None:
         if nbytes > self.batch_bytes_max:
             raise MessageTooLargeError(
                 f"batch of {nbytes} bytes exceeds the limit of {self.batch_bytes_max}", fatal=False)
+
+    def _reserve(self, nbytes: int) -> tuple[Segment, int, np.ndarray]:
+        """Room for a batch in the active segment, rolling first if it would pass the limit."""
         active = self.active
         if active.size and active.size + nbytes > self.segment_bytes_max:
             active = self._roll(nbytes)
         elif not active.can_take(nbytes):
             active = self._roll(nbytes)
-        position = active.append(records, lengths, msg_ids, flags, fill_ids=fill_ids)
-        first = active.start_offset + position
-        offsets = message.positions_from_lengths(lengths, first)
-        end = first + nbytes
-        self._appended_messages += len(lengths)
+        pos, dst = active.reserve(nbytes)
+        return active, pos, dst
+
+    def _commit(self, segment: Segment, pos: int, dst: np.ndarray, positions: np.ndarray,
+                msg_ids: np.ndarray, flags) -> AppendResult:
+        segment.commit(pos, dst, positions, msg_ids, flags)
+        first = segment.start_offset + pos
+        end = first + len(dst)
+        self._appended_messages += len(positions)
         if not self.flush_policy.group_commit:
             self._visible_end = end
             self.state.visible_end = end
-        if active.size >= self.segment_bytes_max:
+        if segment.size >= self.segment_bytes_max:
             self._roll()
-        return AppendResult(first, end, msg_ids, offsets)
+        return AppendResult(first, end, msg_ids, positions)
 
     def _roll(self, next_batch_bytes: int = 0) -> Segment:
         """Seal the active segment (flushed, cut to size) and start the next one at its end."""

@@ -23,14 +23,35 @@ from ..errors import StorageError
 PAGE_BYTES = mmap.PAGESIZE
 
 
+def search(sorted_array: np.ndarray, value: int, side: str = "left") -> int:
+    """``np.searchsorted`` with the key cast to the array's dtype: with a Python int key numpy
+    converts the whole array to int64 first (measured: 75 us per lookup in a 400k index)."""
+    return int(np.searchsorted(sorted_array, sorted_array.dtype.type(value), side=side))
+
+
 def round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def map_fd(fd: int, length: int, writable: bool) -> np.memmap:
-    """A numpy memmap of the first ``length`` bytes of an open file (the file must be that long)."""
+def map_fd(fd: int, length: int, writable: bool) -> np.ndarray:
+    """The first ``length`` bytes of an open file as a uint8 array over a numpy memmap.
+
+    The result is a plain ndarray view (its base keeps the memmap alive): slicing a
+    ``np.memmap`` runs Python code in ``__array_finalize__`` on every slice, which the append
+    path would pay several times per batch.
+    """
     with os.fdopen(os.dup(fd), "r+b" if writable else "rb") as fileobj:
-        return np.memmap(fileobj, dtype=np.uint8, mode="r+" if writable else "r", shape=(length,))
+        mapped = np.memmap(fileobj, dtype=np.uint8, mode="r+" if writable else "r", shape=(length,))
+    return mapped.view(np.ndarray)
+
+
+def msync(mapped: np.ndarray) -> None:
+    """msync a small mapping from ``map_fd`` (holds the GIL: use fdatasync for big ranges)."""
+    base = mapped
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    if base is not None:
+        base.flush()
 
 
 def allocate(fd: int, offset: int, length: int, path: Path) -> None:
@@ -67,7 +88,7 @@ class MappedTable:
         self.grow_entries = grow_entries
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
         self.fd = os.open(self.path, flags, 0o644)
-        self._map: np.memmap | None = None
+        self._map: np.ndarray | None = None
         self._entries: np.ndarray | None = None
         self._header: np.ndarray | None = None
         size = os.fstat(self.fd).st_size
@@ -147,11 +168,18 @@ class MappedTable:
         self._remap(length)
 
     def append(self, values: np.ndarray) -> None:
-        count = self.count
-        end = count + len(values)
-        self.ensure(end)
-        self._entries[count:end] = values
-        self._header[2] = end  # publish after the entries are written
+        self.reserve(len(values))[:] = values
+        self.publish(len(values))
+
+    def reserve(self, n: int) -> np.ndarray:
+        """The next ``n`` (unpublished) entries, to be filled in place, then ``publish(n)``."""
+        count = int(self._header[2])
+        if count + n > len(self._entries):
+            self.ensure(count + n)
+        return self._entries[count : count + n]
+
+    def publish(self, n: int) -> None:
+        self._header[2] += n  # after the entries are written: readers see whole entries only
 
     def set_count(self, count: int) -> None:
         """Drop entries from ``count`` on (zeroing them, so stale entries can never be read)."""

@@ -36,15 +36,16 @@ import xxhash
 
 from .. import message
 from ..errors import CorruptRecordError, StorageError
-from ..limits import SEGMENT_GROW_STEP_BYTES
+from ..limits import PREFAULT_AHEAD_BYTES, SEGMENT_GROW_STEP_BYTES
 from . import files
-from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up
+from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up, search
+from .prefault import PREFAULTER
 
 log = logging.getLogger(__name__)
 
-INDEX_DTYPE = np.dtype([("position", "<u4"), ("check", "<u4")])
 SUMS_DTYPE = np.dtype([("end", "<u8"), ("end_record", "<u8"), ("hash", "<u8")])
-INDEX_MAGIC = b"MQFIDX01"
+INDEX_MAGIC = b"MQFIDX02"
+CHECKS_MAGIC = b"MQFCHK01"
 SUMS_MAGIC = b"MQFSUM01"
 HEADER = message.HEADER_BYTES
 ZERO_HEADER = bytes(HEADER)
@@ -53,6 +54,71 @@ REBUILD_BATCH_BYTES = 1 << 20
 
 _ID_RANGE = np.arange(8, dtype=np.int64)
 _hash = xxhash.xxh3_64_intdigest
+
+
+class RecordIndex:
+    """Per record: its position in the data file (``.idx``) and its id/flag check (``.chk``).
+
+    Two files so that positions form one contiguous array: ``np.searchsorted`` on a strided
+    column would copy the whole index on every lookup. Positions are published last, so a
+    reader never sees a position whose check is not written yet.
+    """
+
+    def __init__(self, directory: Path, start_offset: int, *, writable: bool):
+        self.positions = MappedTable(files.index_file(directory, start_offset), np.dtype("<u4"),
+                                     INDEX_MAGIC, writable=writable)
+        try:
+            self.checks = MappedTable(files.checks_file(directory, start_offset),
+                                      np.dtype("<u4"), CHECKS_MAGIC, writable=writable)
+        except (FileNotFoundError, StorageError):
+            if writable:
+                raise
+            self.checks = None  # a reader can still serve; only damage location needs checks
+        if writable and self.checks.count != self.positions.count:
+            self.set_count(min(self.checks.count, self.positions.count))
+
+    @property
+    def count(self) -> int:
+        return self.positions.count
+
+    def reset(self) -> None:
+        self.positions.reset()
+        self.checks.reset()
+
+    def append(self, positions: np.ndarray, checks: np.ndarray) -> None:
+        self.checks.reserve(len(checks))[:] = checks
+        self.checks.publish(len(checks))
+        np.copyto(self.positions.reserve(len(positions)), positions, casting="unsafe")
+        self.positions.publish(len(positions))
+
+    def position_array(self) -> np.ndarray:
+        return self.positions.entries()
+
+    def position(self, record: int) -> int:
+        return int(self.positions.entries(record, record + 1)[0])
+
+    def check(self, record: int) -> int | None:
+        if self.checks is None or record >= self.checks.count:
+            return None
+        return int(self.checks.entries(record, record + 1)[0])
+
+    def set_count(self, count: int) -> None:
+        self.positions.set_count(count)
+        self.checks.set_count(count)
+
+    def refresh(self) -> None:
+        self.positions.refresh()
+        if self.checks is not None:
+            self.checks.refresh()
+
+    def flush(self) -> None:
+        self.positions.flush()
+        self.checks.flush()
+
+    def close(self, shrink: bool) -> None:
+        self.positions.close(shrink)
+        if self.checks is not None:
+            self.checks.close(shrink)
 
 
 class Segment:
@@ -73,20 +139,21 @@ class Segment:
         self.size = 0 if create else self.file_bytes  # bytes of records (set by recovery)
         self.closed_for_append = not writable
         self._allocated = 0
-        self._data: np.memmap | None = None
-        self.index: MappedTable | None = None
+        self._populated = 0  # pages below this were handed to the prefaulter
+        self._data: np.ndarray | None = None
+        self.index: RecordIndex | None = None
         self.sums: MappedTable | None = None
         self._verified = np.zeros(0, dtype=bool)
         self._bad: dict[int, str] = {}  # record position -> what is wrong with it
         self._scan_verified_end = 0  # for segments without sidecars: CRC-checked prefix
+        self._verified_prefix = 0  # every batch before this byte has been verified
         if writable:
             self.capacity = max(round_up(max(capacity_bytes, 1), PAGE_BYTES), self.file_bytes)
             if self.file_bytes < self.capacity:
                 os.ftruncate(self.fd, self.capacity)  # sparse: blocks come with allocate()
             self._allocated = self.file_bytes
             self._data = map_fd(self.fd, self.capacity, True) if self.capacity else None
-            self.index = MappedTable(files.index_file(self.directory, start_offset), INDEX_DTYPE,
-                                     INDEX_MAGIC, writable=True)
+            self.index = RecordIndex(self.directory, start_offset, writable=True)
             self.sums = MappedTable(files.sums_file(self.directory, start_offset), SUMS_DTYPE,
                                     SUMS_MAGIC, writable=True, grow_entries=1024)
             if create:
@@ -98,18 +165,27 @@ class Segment:
             self._open_sidecars_read_only()
 
     def _open_sidecars_read_only(self) -> None:
-        for attr, path, dtype, magic in (
-            ("index", files.index_file(self.directory, self.start_offset), INDEX_DTYPE, INDEX_MAGIC),
-            ("sums", files.sums_file(self.directory, self.start_offset), SUMS_DTYPE, SUMS_MAGIC),
-        ):
-            try:
-                setattr(self, attr, MappedTable(path, dtype, magic, writable=False))
-            except (FileNotFoundError, StorageError):
-                setattr(self, attr, None)
+        try:
+            self.index = RecordIndex(self.directory, self.start_offset, writable=False)
+            self.sums = MappedTable(files.sums_file(self.directory, self.start_offset), SUMS_DTYPE,
+                                    SUMS_MAGIC, writable=False)
+        except (FileNotFoundError, StorageError):
+            self.index = self.sums = None
 
     @property
     def end_offset(self) -> int:
         return self.start_offset + self.size
+
+    def tables(self) -> list[MappedTable]:
+        """The sidecar tables that are open."""
+        tables = []
+        if self.index is not None:
+            tables.append(self.index.positions)
+            if self.index.checks is not None:
+                tables.append(self.index.checks)
+        if self.sums is not None:
+            tables.append(self.sums)
+        return tables
 
     @property
     def has_sidecars(self) -> bool:
@@ -144,50 +220,52 @@ class Segment:
         allocate(self.fd, self._allocated, grow_to - self._allocated, self.path)
         self._allocated = grow_to
 
-    def append(self, records, lengths: np.ndarray, msg_ids: np.ndarray, flags, *,
-               fill_ids: bool) -> int:
-        """Copy a message set into the mapping; returns its position in this file.
-
-        ``records`` is a bytes-like message set whose data lengths are ``lengths``. With
-        ``fill_ids`` the id field of every record is written here (client-encoded sets carry 0).
-        The sidecar entries are written after the data and the batch becomes visible to readers
-        only when the caller publishes the new end.
-        """
+    def reserve(self, nbytes: int) -> tuple[int, np.ndarray]:
+        """(position, writable view) of the next ``nbytes`` of the file, for one batch. The
+        caller fills the view with whole records and then calls ``commit``."""
         assert self.writable and not self.closed_for_append
-        src = records if isinstance(records, np.ndarray) else np.frombuffer(records, dtype=np.uint8)
-        nbytes = len(src)
-        count = len(lengths)
         pos = self.size
         if pos + nbytes > self.capacity:
             raise StorageError(f"{self.path}: batch of {nbytes} bytes does not fit at {pos}")
-        self._reserve(pos + nbytes)
-        dst = self._data[pos : pos + nbytes]
-        dst[:] = src
-        positions = message.positions_from_lengths(lengths, pos)
-        if fill_ids:
-            self._write_ids(dst, positions - pos, lengths, msg_ids)
-        entries = np.empty(count, dtype=INDEX_DTYPE)
-        entries["position"] = positions
-        entries["check"] = message.header_checks(msg_ids, flags)
-        self.index.append(entries)
-        digest = _hash(dst)  # over what is in the mapping now, ids included
-        self.sums.append(np.array([(pos + nbytes, self.index.count, digest)], dtype=SUMS_DTYPE))
+        if pos + nbytes > self._allocated:
+            self._reserve(pos + nbytes)
+        return pos, self._data[pos : pos + nbytes]
+
+    def fill_ids(self, dst: np.ndarray, positions: np.ndarray, uniform: bool, stride: int,
+                 msg_ids: np.ndarray) -> None:
+        """Write the id field of every record of a batch laid out in ``dst``."""
+        count = len(positions)
+        ids_be = np.asarray(msg_ids, dtype=">i8")
+        if uniform:
+            np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))[:] = ids_be
+        else:
+            dst[positions[:, None] + 8 + _ID_RANGE] = ids_be.view(np.uint8).reshape(count, 8)
+
+    def commit(self, pos: int, dst: np.ndarray, positions: np.ndarray, msg_ids: np.ndarray,
+               flags) -> None:
+        """Index and checksum the batch just written at ``pos``; it then counts as appended
+        (it becomes visible to readers when the log publishes the new end)."""
+        count = len(positions)
+        self.index.append(positions + pos, message.header_checks(msg_ids, flags))
+        nbytes = len(dst)
+        self.sums.reserve(1)[0] = (pos + nbytes, self.index.count, _hash(dst))  # what is mapped
+        self.sums.publish(1)
+        if self._verified_prefix == pos:
+            self._verified_prefix = pos + nbytes
         self.size = pos + nbytes
         self._mark_verified(self.sums.count)
-        return pos
+        if self.size + PREFAULT_AHEAD_BYTES > self._populated:
+            self._prefault_ahead()
 
-    @staticmethod
-    def _write_ids(dst: np.ndarray, rel_positions: np.ndarray, lengths: np.ndarray,
-                   msg_ids: np.ndarray) -> None:
-        count = len(rel_positions)
-        ids_be = np.asarray(msg_ids, dtype=">i8")
-        stride = int(lengths[0]) + HEADER
-        if count == 1 or (lengths == lengths[0]).all():
-            view = np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))
-            view[:] = ids_be
-        else:
-            index = rel_positions[:, None] + 8 + _ID_RANGE
-            dst[index] = ids_be.view(np.uint8).reshape(count, 8)
+    def _prefault_ahead(self) -> None:
+        start = max(self._populated, self.size // PAGE_BYTES * PAGE_BYTES)
+        stop = min(self._allocated, round_up(self.size + 2 * PREFAULT_AHEAD_BYTES, PAGE_BYTES))
+        if stop > start:
+            PREFAULTER.request(self._data, start, stop, self._still_appending)
+            self._populated = stop
+
+    def _still_appending(self) -> bool:
+        return not self.closed_for_append
 
     def _mark_verified(self, batch_count: int) -> None:
         if len(self._verified) < batch_count:
@@ -230,6 +308,7 @@ class Segment:
     def delete_files(self) -> None:
         """Remove the sidecars (the caller removes or archives the data file)."""
         for path in (files.index_file(self.directory, self.start_offset),
+                     files.checks_file(self.directory, self.start_offset),
                      files.sums_file(self.directory, self.start_offset)):
             try:
                 path.unlink()
@@ -243,7 +322,9 @@ class Segment:
         damaged record in the range, or None."""
         if stop <= start:
             return None
-        if self.sums is not None and self.sums.count:
+        if stop <= self._verified_prefix:
+            pass
+        elif self.sums is not None and self.sums.count:
             self._verify_batches(start, stop)
         else:
             self._verify_by_scan(stop)
@@ -252,14 +333,15 @@ class Segment:
         bad = [p for p in self._bad if start <= p < stop]
         return min(bad) if bad else None
 
+
     def bad_detail(self, position: int) -> str:
         return self._bad.get(position, "unknown damage")
 
     def _verify_batches(self, start: int, stop: int) -> None:
         table = self.sums.entries()
         ends = table["end"]
-        first = int(np.searchsorted(ends, start, side="right"))
-        last = min(int(np.searchsorted(ends, stop, side="left")), len(ends) - 1)
+        first = search(ends, start, side="right")
+        last = min(search(ends, stop), len(ends) - 1)
         if len(self._verified) < len(ends):
             grown = np.zeros(len(ends), dtype=bool)
             grown[: len(self._verified)] = self._verified
@@ -275,6 +357,12 @@ class Segment:
                 first_record = int(table["end_record"][batch - 1]) if batch else 0
                 self._locate_damage(batch_start, batch_end, first_record)
             self._verified[batch] = True
+        self._advance_verified_prefix(ends)
+
+    def _advance_verified_prefix(self, ends: np.ndarray) -> None:
+        unverified = np.flatnonzero(~self._verified[: len(ends)])
+        upto = int(unverified[0]) if len(unverified) else len(ends)
+        self._verified_prefix = int(ends[upto - 1]) if upto else 0
 
     def _locate_damage(self, start: int, end: int, first_record: int) -> None:
         """A batch hash failed: find which records are damaged (every byte of each is covered
@@ -312,31 +400,52 @@ class Segment:
     def scrub(self) -> list[tuple[int, str]]:
         """Verify every batch (or record) of the segment now; the damaged records found."""
         self._verified[:] = False
+        self._verified_prefix = 0
         self._scan_verified_end = 0
         self.first_bad_record(0, self.size)
         return sorted(self._bad.items())
 
     # ---- record positions ------------------------------------------------------------------
 
-    def record_positions(self, start: int, stop: int) -> np.ndarray:
-        """Positions of the records that start in ``[start, stop)`` and end by ``stop``."""
+    def record_positions(self, start: int, stop: int, limit: int) -> tuple[np.ndarray, int]:
+        """Records starting in ``[start, stop)`` and ending by ``limit`` (the readable end):
+        (their positions, end of the last one)."""
         if self.index is not None and self.index.count:
-            positions = self.index.entries()["position"]
-            lo = int(np.searchsorted(positions, start, side="left"))
-            hi = int(np.searchsorted(positions, stop, side="left"))
-            return positions[lo:hi].astype(np.int64)
-        found, _ = message.scan_positions(self.data_view(0, stop), start, stop)
-        return found
+            positions = self.index.position_array()
+            lo = search(positions, start)
+            hi = search(positions, min(stop, limit))
+            found = positions[lo : hi + 1].astype(np.int64)  # one more: where the last ends
+            if len(found) > hi - lo:
+                end = int(found[-1])
+                found = found[:-1]
+                if end > limit:
+                    end, found = self._end_of(found, limit)
+            else:
+                end, found = self._end_of(found, limit)
+            return found, end
+        found, end = message.scan_positions(self.data_view(0, limit), start, limit)
+        return found, end
+
+    def _end_of(self, positions: np.ndarray, limit: int) -> tuple[int, np.ndarray]:
+        """End of the last record of ``positions`` (read from its header), dropping it if it
+        does not end by ``limit``."""
+        while len(positions):
+            last = int(positions[-1])
+            length = int(self.data_view(last, last + 4).view(">i4")[0])
+            if last + HEADER + length <= limit:
+                return last + HEADER + length, positions
+            positions = positions[:-1]
+        return 0, positions
 
     def containing_record(self, position: int) -> int:
         """Start of the record that contains byte ``position`` (MetaQ's ``offset`` answers the
         segment start instead; this is for our getm extension)."""
         if self.index is not None and self.index.count:
-            positions = self.index.entries()["position"]
-            i = int(np.searchsorted(positions, position, side="right")) - 1
+            positions = self.index.position_array()
+            i = search(positions, position, side="right") - 1
             return int(positions[max(i, 0)])
         found, _ = message.scan_positions(self.data_view(0, self.size), 0, self.size)
-        i = int(np.searchsorted(found, position, side="right")) - 1
+        i = search(found, position, side="right") - 1
         return int(found[max(i, 0)]) if len(found) else 0
 
     # ---- recovery (owner only) ------------------------------------------------------------
@@ -356,13 +465,16 @@ class Segment:
         index_count = self.index.count
         good_batches, good_end, good_records = 0, 0, 0
         prev_end = prev_records = 0
+        hashed = []  # batches recovery has verified (those before trusted_end are trusted only)
         for batch in range(len(sums)):
             end, end_record, digest = (int(x) for x in sums[batch])
             sane = prev_end < end <= file_end and prev_records < end_record <= index_count
             if not sane:
                 break
-            if end > trusted_end and _hash(data[prev_end:end]) != digest:
-                break
+            if end > trusted_end:
+                if _hash(data[prev_end:end]) != digest:
+                    break
+                hashed.append(batch)
             good_batches, good_end, good_records = batch + 1, end, end_record
             prev_end, prev_records = end, end_record
         scanned = scan_valid_records(data, good_end, file_end, self.index, good_records)
@@ -376,10 +488,7 @@ class Segment:
         self.sums.set_count(good_batches)
         if new_entries:
             positions, checks = new_entries
-            entries = np.empty(len(positions), dtype=INDEX_DTYPE)
-            entries["position"] = positions
-            entries["check"] = checks
-            self.index.append(entries)
+            self.index.append(positions, checks)
             self._append_rebuilt_sums(positions, end, good_records)
         if dropped:
             # Zero what was dropped so that a later recovery can never revive stale records
@@ -387,7 +496,10 @@ class Segment:
             data[end : end + dropped] = 0
         self.size = end
         self._allocated = max(self._allocated, end)
-        self._verified = np.ones(self.sums.count, dtype=bool)
+        self._verified = np.zeros(self.sums.count, dtype=bool)
+        self._verified[hashed] = True
+        self._verified[good_batches:] = True  # re-scanned and re-hashed just now
+        self._advance_verified_prefix(self.sums.entries()["end"])
         return dropped
 
     def _dropped_bytes(self, data, end: int, file_end: int) -> int:
@@ -451,24 +563,20 @@ def record_problem(data, pos: int, end: int, expected_check: int | None) -> tupl
     return None, size
 
 
-def _indexed_check(index: MappedTable | None, record: int, pos: int) -> int | None:
-    if index is None or record >= index.count:
+def _indexed_check(index: RecordIndex | None, record: int, pos: int) -> int | None:
+    if index is None or record >= index.count or index.position(record) != pos:
         return None
-    entry = index.entries(record, record + 1)
-    if not len(entry) or int(entry["position"][0]) != pos:
-        return None
-    return int(entry["check"][0])
+    return index.check(record)
 
 
-def check_records(data, start: int, end: int, index: MappedTable | None,
+def check_records(data, start: int, end: int, index: RecordIndex | None,
                   first_record: int) -> list[tuple[int, str]]:
     """Every damaged record of ``data[start:end]``. Positions come from the index when it
     agrees with the data, so one damaged record does not hide the ones after it."""
     found = []
     positions = None
     if index is not None and index.count > first_record:
-        entries = index.entries(first_record)
-        candidate = entries["position"].astype(np.int64)
+        candidate = index.position_array()[first_record:].astype(np.int64)
         candidate = candidate[(candidate >= start) & (candidate < end)]
         if len(candidate) and int(candidate[0]) == start:
             positions = candidate
@@ -484,7 +592,7 @@ def check_records(data, start: int, end: int, index: MappedTable | None,
     return found
 
 
-def scan_valid_records(data, start: int, end: int, index: MappedTable | None, first_record: int):
+def scan_valid_records(data, start: int, end: int, index: RecordIndex | None, first_record: int):
     """Records that are whole and valid from ``start`` on, stopping at the first bad one:
     (positions, checks, end of the last good record), or an empty tuple if none."""
     positions, checks = [], []

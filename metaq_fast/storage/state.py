@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mapped import allocate, map_fd
+from .mapped import allocate, map_fd, msync
 
 MAGIC = int.from_bytes(b"MQSTATE1", "little")
 CHECK_KEY = 0x5A5A_A5A5_0F0F_F0F0
@@ -94,7 +94,7 @@ class PartitionState:
 
     def flush(self) -> None:
         if self.writable:
-            self._map.flush()  # 64 bytes: holding the GIL for this msync is harmless
+            msync(self._map)  # 64 bytes: holding the GIL for this msync is harmless
 
     def close(self) -> None:
         self._map = None

@@ -338,3 +338,21 @@ def test_metaq_written_segments_without_sidecars_open_and_verify(tmp_path):
     log.append_datas([b"new"])
     assert [m.payload for m in MessageSet.decode(log.read(250, 1000).view)][-1] == b"new"
     log.close()
+
+
+def test_flipped_byte_in_flushed_part_of_last_segment_is_caught_on_read(tmp_path):
+    """Recovery trusts what was flushed; reads still verify it (lazily, by batch hash)."""
+    log = open_log(tmp_path)
+    for _ in range(10):
+        log.append_datas([b"r" * 80] * 3)
+    log.close()  # everything flushed: the recovery point is the end
+    meta = log.directory / "00000000000000000000.meta"
+    raw = bytearray(meta.read_bytes())
+    raw[700 + 50] ^= 0x10
+    meta.write_bytes(bytes(raw))
+    log = open_log(tmp_path)
+    assert log.visible_end == 3000  # not truncated: the damage is bit rot, not a torn tail
+    assert log.read(0, 10_000).length == 700
+    with pytest.raises(CorruptRecordError):
+        log.read(700, 100)
+    log.close()
