@@ -14,15 +14,21 @@ Decoding rules (reference section 1 items 2-6, section 2):
   get (``getm``), ``t`` transaction, ``r`` result, ``v`` value or else *version*, ``s`` stats
   or else *sync*, ``o`` offset, ``q`` quit (any token), ``a`` admin (ours). Except for version
   and quit the token must equal the command name (``Expect <name>,but was <token>``).
-* Integers are Java ``Integer.parseInt`` (int32) except offsets and message ids (int64);
-  ASCII digits only (Java also accepts other Unicode digits; nobody sends them).
+* The dispatch byte is, as in Java's ``(byte) sa[0].charAt(0)``, the low byte of the first
+  UTF-16 unit, so a few non-ASCII first characters select quit or version (U+0171, U+0176).
+* Text tokens are UTF-8 with malformed bytes replaced (U+FFFD), as Java's ``new String``.
+  Transaction keys are validated and canonicalised (``commands.canonical_tx_key``).
+* Integers are Java ``Integer.parseInt`` (int32) except offsets and message ids (int64):
+  optional sign, any leading zeros, ASCII digits only (Java also takes other Unicode digits;
+  no client sends them).
 * A body shorter than its length: nothing is consumed, the decoder waits.
 * ``version`` and ``stats`` without opaque get 2147483647; ``get``, ``offset``, ``result``,
   ``value``, ``version``, ``stats`` ignore tokens after the ones they use; ``put`` takes 6, 7 or
   8 tokens (7: the 6th token is a checksum if it starts with a digit or ``-``, else a
   transaction key); ``sync`` 7 or 8; ``transaction`` 5, 6 or 7 (6: the 5th token is a timeout
   if it is all digits - an empty token counts as digits and fails, as commons-lang 2 did).
-  Our extensions take exactly their token count.
+  Our extensions take exactly their token count. A ``result`` or ``value`` sent to the broker
+  is decoded (MetaQ decodes it as a reply and drops it); the broker should ignore it.
 
 Errors: every rejection is a ``ProtocolError`` saying what was expected and quoting at most 64
 bytes received. MetaQ closes the connection on any decode error without answering, so decode
@@ -52,7 +58,9 @@ Strategy of the decoder
   ``get`` lines. They accept only a strict subset of what the general path accepts (ASCII
   digits, no ``+``, digit counts that cannot overflow int32 or are range-checked, bounded line
   length), build identical objects, and leave everything else to the general path, which is
-  the specification. Topic names and small integers are memoised per decoder (bounded dicts).
+  the specification. Names and the ``topic partition length flag`` part of put lines are
+  memoised per decoder (bounded dicts), so a put usually costs one regex match, one dict
+  lookup and two ``int()`` calls before the object is built.
 * Objects are built with ``commands._builder`` (no validation, no frozen ``__setattr__``).
 * One error exit: parsing helpers raise ``ProtocolError``; ``_fail`` records the position,
   marks the decoder broken when fatal and re-raises. ``read_commands`` returns the commands
@@ -69,6 +77,7 @@ import numpy as np
 from metaq_fast import limits
 from metaq_fast.errors import SUCCESS, MessageTooLargeError, ProtocolError
 from metaq_fast.protocol.commands import (
+    PutRun,
     BATCH_RECORD_OVERHEAD_BYTES,
     INT32_MAX,
     INT32_MIN,
@@ -127,7 +136,7 @@ REPLY_BODY_BYTES_MAX_DEFAULT = limits.BATCH_BYTES_MAX_DEFAULT + 4 * 1024 * 1024
 _SNIPPET_BYTES_MAX = 64
 # Bounded memo tables of the fast path.
 _NAME_CACHE_ENTRIES_MAX = 1024
-_INT_CACHE_ENTRIES_MAX = 4096
+_PUT_KEY_CACHE_ENTRIES_MAX = 4096
 
 
 class _NeedData:
@@ -160,17 +169,15 @@ _new_admin = _builder(AdminCommand)
 _QUIT = QuitCommand()
 
 _JAVA_INT = re.compile(rb"[+-]?[0-9]+")
-_UINT = re.compile(rb"[0-9]+")
 _CRLF = b"\r\n"
 
-# Fast-path lines (see Strategy). Groups of _PUT_FAST: "topic partition", length, flag,
-# checksum (None in the 6-token form), opaque.
+# Fast-path lines (see Strategy). Groups of _PUT_FAST: "topic partition length flag" (the
+# memo key), checksum (None in the 6-token form), opaque.
 _PUT_FAST = re.compile(
-    rb"put ([^ \r\n]+ -?[0-9]{1,9}) ([0-9]{1,9}) (-?[0-9]{1,9}) "
-    rb"(?:(-?[0-9]{1,10}) )?(-?[0-9]{1,10})\r\n"
+    rb"put ([^ \r\n]+ -?[0-9]{1,9} [0-9]{1,9} -?[0-9]{1,9}) (?:(-?[0-9]{1,10}) )?(-?[0-9]{1,10})\r\n"
 )
-# Most bytes a _PUT_FAST line has after its "topic partition" group, CRLF included.
-_PUT_FAST_TAIL_BYTES_MAX = len(b" 123456789 -123456789 -1234567890 -1234567890\r\n")
+# Most bytes a _PUT_FAST line has after its key group, CRLF included.
+_PUT_FAST_TAIL_BYTES_MAX = len(b" -1234567890 -1234567890\r\n")
 _GET_FAST = re.compile(
     rb"get ([^ \r\n]+) ([^ \r\n]+) (-?[0-9]{1,9}) (-?[0-9]{1,18}) (-?[0-9]{1,10}) (-?[0-9]{1,10})\r\n"
 )
@@ -209,11 +216,24 @@ def _java_dispatch_byte(token: bytes) -> int:
     return code & 0xFF
 
 
+def _java_int(token: bytes) -> int | None:
+    """The value of a Java integer token (sign, ASCII digits, any number of leading zeros), or
+    None. Long tokens are trimmed first so that int() never meets its digit limit."""
+    if not _JAVA_INT.fullmatch(token):
+        return None
+    if len(token) > 20:
+        sign = token[:1] if token[:1] in (b"+", b"-") else b""
+        digits = token[len(sign) :].lstrip(b"0") or b"0"
+        if len(digits) > 20:
+            return None  # beyond every range we parse (uint64 has 20 digits)
+        token = sign + digits
+    return int(token)
+
+
 def _int(token: bytes, what: str, cmd: str, lo: int = INT32_MIN, hi: int = INT32_MAX) -> int:
-    if _JAVA_INT.fullmatch(token):
-        value = int(token)
-        if lo <= value <= hi:
-            return value
+    value = _java_int(token)
+    if value is not None and lo <= value <= hi:
+        return value
     kind = "an int32" if (lo, hi) == (INT32_MIN, INT32_MAX) else "an int64" if (lo, hi) == (INT64_MIN, INT64_MAX) else f"{lo}..{hi}"
     raise _error(f"bad {what} {_snip(token)} in {cmd}, expected {kind}")
 
@@ -263,7 +283,7 @@ class _Decoder:
         "_frame_max",
         "_copy_max",
         "_names",
-        "_ints",
+        "_puts",
         "_dispatch",
     )
 
@@ -298,7 +318,7 @@ class _Decoder:
         self._frame_max = frame_bytes_max
         self._copy_max = copy_body_bytes_max
         self._names: dict[bytes, str] = {}
-        self._ints: dict[bytes, int] = {}
+        self._puts: dict[bytes, tuple[str, int, int, int]] = {}
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -307,19 +327,19 @@ class _Decoder:
         (the caller may reuse them). Bytes of a rejected body are discarded here."""
         if self._broken is not None:
             raise self._refuse()
-        if not data:
-            return
-        if type(data) is not bytes:
-            data = bytes(data)
         if self._skip:
             n = len(data)
             if n <= self._skip:
                 self._skip -= n
                 self._base += n
                 return
-            data = data[self._skip :]
+            data = memoryview(data)[self._skip :]
             self._base += self._skip
             self._skip = 0
+        if not data:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
         if self._pos >= len(self._buf) and not self._tail:
             self._base += len(self._buf)
             self._buf = data
@@ -421,14 +441,12 @@ class _Decoder:
     def _length(self, token: bytes, cmd: str, limit: int) -> int:
         """A body length token: int32 (fatal if not), >= 0 and within the framing limit (fatal),
         and ``limit`` for information in the message."""
-        if _JAVA_INT.fullmatch(token):
-            value = int(token)
-            if 0 <= value <= self._frame_max:
-                return value
-            if value < 0 or value > INT32_MAX:
-                raise _error(f"bad length {_snip(token)} in {cmd}, expected 0..{limit}")
-            raise _error(f"length {value} in {cmd} exceeds the framing limit {self._frame_max}")
-        raise _error(f"bad length {_snip(token)} in {cmd}, expected 0..{limit}")
+        value = _java_int(token)
+        if value is not None and 0 <= value <= self._frame_max:
+            return value
+        if value is None or value < 0 or value > INT32_MAX:
+            raise _error(f"bad length {_snip(token)} in {cmd}, expected 0..{limit}")
+        raise _error(f"length {value} in {cmd} exceeds the framing limit {self._frame_max}")
 
     def _name(self, token: bytes) -> str:
         name = self._names.get(token)
@@ -567,7 +585,7 @@ class RequestDecoder(_Decoder):
       copy_body_bytes_max: bodies up to this size are bytes, larger ones memoryviews.
     """
 
-    __slots__ = ()
+    __slots__ = ("_put_runs",)
 
     def __init__(
         self,
@@ -577,9 +595,11 @@ class RequestDecoder(_Decoder):
         *,
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
         copy_body_bytes_max: int = BODY_COPY_BYTES_MAX_DEFAULT,
+        put_runs: bool = False,
     ) -> None:
         super().__init__(max_line_bytes, max_body_bytes, max_batch_bytes, frame_bytes_max, copy_body_bytes_max)
         self._dispatch = _REQUEST_DISPATCH
+        self._put_runs = put_runs  # decode pipelined puts to one partition as PutRun objects
 
     # ---- fast path -------------------------------------------------------------------------------
 
@@ -588,8 +608,7 @@ class RequestDecoder(_Decoder):
         match_put = _PUT_FAST.match
         match_get = _GET_FAST.match
         names = self._names
-        ints = self._ints
-        max_body = self._max_body
+        puts = self._puts
         max_line = self._max_line
         copy_max = self._copy_max
         new_put = _new_put
@@ -607,31 +626,29 @@ class RequestDecoder(_Decoder):
             if first == 112:  # "p"
                 m = match_put(buf, pos)
                 if m is not None:
-                    key, length_b, flag_b, checksum_b, opaque_b = m.groups()
-                    topic_partition = names.get(key)  # type: ignore[call-overload]
-                    if topic_partition is None:
-                        topic_partition = self._put_key(key)
-                    length = ints.get(length_b)
-                    if length is None:
-                        length = self._small_int(length_b)
+                    key, checksum_b, opaque_b = m.groups()
+                    info = puts.get(key)
+                    if info is None:
+                        info = self._put_key(key)
                     start = m.end()
+                    length = info[2]  # -1: line or body possibly over a limit, see _put_key
                     end = start + length
-                    if topic_partition is not False and length <= max_body and end <= have:
-                        flag = ints.get(flag_b)
-                        if flag is None:
-                            flag = self._small_int(flag_b)
+                    if length >= 0 and end <= have:
                         opaque = int(opaque_b)
-                        if checksum_b is None:
-                            checksum = -1
-                        elif checksum_b == b"-1":
+                        if checksum_b is None or checksum_b == b"-1":
                             checksum = -1
                         else:
                             checksum = int(checksum_b)
-                            if not -2147483649 < checksum < 2147483648:
-                                checksum = None
-                        if checksum is not None and -2147483649 < opaque < 2147483648:
+                        if -2147483649 < checksum < 2147483648 and -2147483649 < opaque < 2147483648:
                             data = buf[start:end] if length <= copy_max else memoryview(buf)[start:end]
-                            append(new_put(topic_partition[0], topic_partition[1], data, flag, checksum, None, opaque))
+                            if self._put_runs:
+                                run = PutRun(info[0], info[1], info[3], [data], [checksum], [opaque])
+                                pos = _extend_put_run(run, buf, end, have, b"put " + key + b" ",
+                                                      length, copy_max, limit - count - 1)
+                                append(run)
+                                count += len(run)
+                                continue
+                            append(new_put(info[0], info[1], data, info[3], checksum, None, opaque))
                             count += 1
                             pos = end
                             continue
@@ -652,7 +669,7 @@ class RequestDecoder(_Decoder):
                         count += 1
                         pos = m.end()
                         continue
-            # General path: the specification. It may join the tail and replace the buffer.
+            # General path: the specification.
             self._pos = pos
             cmd = decode_one()
             if cmd is NEED_DATA:
@@ -664,26 +681,19 @@ class RequestDecoder(_Decoder):
             have = len(buf)
         self._pos = pos
 
-    def _put_key(self, key: bytes) -> Any:
-        """Memoise ``topic partition`` of a fast-path put line; False if the line could exceed
-        the line limit (then the general path decides)."""
-        if 4 + len(key) + _PUT_FAST_TAIL_BYTES_MAX > self._max_line + 2:
-            return False
-        topic_b, partition_b = key.split(b" ")
-        value = (_text(topic_b), int(partition_b))
-        names = self._names
-        if len(names) >= _NAME_CACHE_ENTRIES_MAX:
-            names.clear()
-        names[key] = value  # type: ignore[assignment]
-        return value
-
-    def _small_int(self, token: bytes) -> int:
-        value = int(token)
-        ints = self._ints
-        if len(ints) >= _INT_CACHE_ENTRIES_MAX:
-            ints.clear()
-        ints[token] = value
-        return value
+    def _put_key(self, key: bytes) -> tuple[str, int, int, int]:
+        """Memoise ``(topic, partition, length, flag)`` of a fast-path put line's key; length
+        -1 when the general path must decide (line or body possibly over their limits)."""
+        topic_b, partition_b, length_b, flag_b = key.split(b" ")
+        length = int(length_b)
+        if length > self._max_body or 4 + len(key) + _PUT_FAST_TAIL_BYTES_MAX > self._max_line + 2:
+            length = -1
+        info = (_text(topic_b), int(partition_b), length, int(flag_b))
+        puts = self._puts
+        if len(puts) >= _PUT_KEY_CACHE_ENTRIES_MAX:
+            puts.clear()
+        puts[key] = info
+        return info
 
     # ---- general path ----------------------------------------------------------------------------
 
@@ -737,11 +747,8 @@ class RequestDecoder(_Decoder):
         partition = _int(toks[2], "partition", "putm")
         count = _int(toks[3], "count", "putm")
         checksum_b = toks[5]
-        if checksum_b == b"-1":
-            checksum = -1
-        elif _UINT.fullmatch(checksum_b) and int(checksum_b) <= UINT64_MAX:
-            checksum = int(checksum_b)
-        else:
+        checksum = _java_int(checksum_b) if checksum_b[:1] not in (b"+", b"-") or checksum_b == b"-1" else None
+        if checksum is None or not -1 <= checksum <= UINT64_MAX:
             raise _error(f"bad checksum {_snip(checksum_b)} in putm, expected -1 or 0..{UINT64_MAX}")
         opaque = _int(toks[6], "opaque", "putm")
         problem = None
@@ -892,6 +899,56 @@ _REQUEST_DISPATCH = {
     ord("q"): RequestDecoder._quit,
     ord("a"): RequestDecoder._admin,
 }
+
+
+_TAIL_CHARS = b"0123456789- "
+
+
+def _extend_put_run(run: PutRun, buf: bytes, pos: int, have: int, prefix: bytes, length: int,
+                    copy_max: int, room: int) -> int:
+    """Append to ``run`` the puts at ``pos`` whose line starts with ``prefix`` (``put <topic>
+    <partition> <length> <flag> ``), stopping at anything else; returns the new position.
+
+    Only the line's tail (``[<checksum> ]<opaque>``) differs between such puts. It is checked to
+    hold nothing but digits, '-' and one or two tokens, so ``int`` sees exactly what Java's
+    ``parseInt`` would accept; anything unusual is left for the general path.
+    """
+    datas, checksums, opaques = run.datas, run.checksums, run.opaques
+    startswith = buf.startswith
+    find = buf.find
+    plen = len(prefix)
+    while room > 0 and startswith(prefix, pos):
+        tail_start = pos + plen
+        eol = find(b"\r\n", tail_start, tail_start + 24)
+        if eol < 0:
+            break
+        tail = buf[tail_start:eol]
+        if tail.translate(None, _TAIL_CHARS):
+            break
+        toks = tail.split(b" ")
+        try:
+            if len(toks) == 2:
+                checksum = int(toks[0])
+                opaque = int(toks[1])
+            elif len(toks) == 1:
+                checksum = -1
+                opaque = int(toks[0])
+            else:
+                break
+        except ValueError:
+            break
+        if not (-2147483649 < checksum < 2147483648 and -2147483649 < opaque < 2147483648):
+            break
+        start = eol + 2
+        end = start + length
+        if end > have:
+            break
+        datas.append(buf[start:end] if length <= copy_max else memoryview(buf)[start:end])
+        checksums.append(checksum)
+        opaques.append(opaque)
+        room -= 1
+        pos = end
+    return pos
 
 
 class ResponseDecoder(_Decoder):
@@ -1215,7 +1272,7 @@ _HEAD_200 = np.frombuffer(b"result 200 ", dtype=np.uint8)
 # of the whole batch (lengths computed with numpy); from _MANY_VECTOR_MIN on, digits computed
 # with numpy (its ~100 array operations only pay off on large batches).
 _MANY_FORMAT_MIN = 64
-_MANY_VECTOR_MIN = 4096
+_MANY_VECTOR_MIN = 8192
 
 
 def _chars(values: np.ndarray) -> np.ndarray:

@@ -271,6 +271,39 @@ class PutCommand:
         _check_int(self, "opaque", INT32_MIN, INT32_MAX)
 
 
+class PutRun:
+    """Pipelined puts to one partition with one body length and flag, decoded together.
+
+    The broker's hot path: a MetaQ producer pipelining single ``put``s sends runs of lines that
+    differ only in their opaque (and maybe checksum). Decoding such a run into three lists
+    instead of one object per put is what lets a Python broker answer several hundred thousand
+    puts a second. Produced by ``RequestDecoder(put_runs=True)``; ``commands()`` gives the same
+    puts as ``PutCommand`` objects.
+    """
+
+    __slots__ = ("topic", "partition", "flag", "datas", "checksums", "opaques")
+
+    def __init__(self, topic: str, partition: int, flag: int, datas: list, checksums: list[int],
+                 opaques: list[int]):
+        self.topic = topic
+        self.partition = partition
+        self.flag = flag
+        self.datas = datas
+        self.checksums = checksums
+        self.opaques = opaques
+
+    def __len__(self) -> int:
+        return len(self.opaques)
+
+    def commands(self) -> list["PutCommand"]:
+        return [PutCommand(self.topic, self.partition, d, self.flag, c, None, o)
+                for d, c, o in zip(self.datas, self.checksums, self.opaques)]
+
+    def __repr__(self) -> str:
+        return (f"PutRun(topic={self.topic!r}, partition={self.partition}, flag={self.flag}, "
+                f"puts={len(self)})")
+
+
 @dataclass(frozen=True, slots=True)
 class GetCommand:
     """Fetch up to ``max_size`` bytes of a partition's log starting at byte ``offset``."""

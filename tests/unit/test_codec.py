@@ -797,7 +797,7 @@ def test_encode_put_ok():
     assert encode_put_ok(123, 0, 25, 6) == b"result 200 8 6\r\n123 0 25"
 
 
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 1000, 4095, 4096, 5000])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 1000, 8191, 8192, 9000])
 def test_encode_put_ok_many_equals_single_replies(n):
     rng = np.random.default_rng(n)
     ids = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64, endpoint=True)
@@ -809,7 +809,7 @@ def test_encode_put_ok_many_equals_single_replies(n):
     assert encode_put_ok_many(ids.tolist(), 7, offsets.tolist(), opaques.tolist()) == expected
 
 
-@pytest.mark.parametrize("repeat", [20, 1100])
+@pytest.mark.parametrize("repeat", [20, 2100])
 def test_encode_put_ok_many_extremes_and_partition_arrays(repeat):
     ids = [-(2**63), 2**63 - 1, 0, -1] * repeat
     parts = [-1, 0, 2**31 - 1, -(2**31)] * repeat
@@ -898,3 +898,14 @@ def test_constructors_normalise():
 def test_encode_rejects_unknown_objects():
     with pytest.raises(TypeError):
         encode(object())
+
+
+def test_long_number_tokens_never_escape_as_value_errors():
+    dec = RequestDecoder(max_line_bytes=20_000)
+    zeros = b"0" * 9000
+    # Java's parseInt takes any number of leading zeros.
+    assert decode_all(b"get t g " + zeros + b"7 -" + zeros + b"1 1 1\r\n", dec) == [GetCommand("t", "g", 7, -1, 1, 1)]
+    err = rejects(b"get t g " + b"9" * 9000 + b" 1 1 1\r\n", RequestDecoder(max_line_bytes=20_000))
+    assert err.fatal and "partition" in str(err)
+    err = rejects(b"put t 0 " + b"9" * 9000 + b" 0 -1 1\r\n", RequestDecoder(max_line_bytes=20_000))
+    assert err.fatal and "length" in str(err)

@@ -1,0 +1,436 @@
+"""Commands in, replies out: MetaQ's broker semantics, with no sockets.
+
+Imports: numpy, xxhash, metaq_fast.protocol / storage / message / errors and broker helpers.
+
+``Handler.handle(out, commands)`` takes the commands decoded from one read of one connection,
+in order, and writes their replies to ``out`` (an ``Output``: see connection.py) in the same
+order. Puts are the hot path: consecutive puts to one partition are appended as one batch (one
+CRC call per message, everything else vectorised) and answered with one encoded block. A put
+for a partition another worker owns is forwarded to it (``out.forward``) and answered when the
+owner answers. In group commit mode (``unflushThreshold <= 0``) replies of a batch are held
+until the flush that covers it has returned.
+
+Error bodies and codes are MetaQ's (reference sections 2 and 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import numpy as np
+import xxhash
+
+from .. import __version__, errors, message
+from ..errors import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    INTERNAL_SERVER_ERROR,
+    MOVED,
+    NOT_FOUND,
+    SERVICE_UNAVAILABLE,
+    SUCCESS,
+)
+from ..protocol import (
+    AdminCommand,
+    GetBatchCommand,
+    GetCommand,
+    OffsetCommand,
+    PutBatchCommand,
+    PutCommand,
+    QuitCommand,
+    StatsCommand,
+    SyncCommand,
+    TransactionCommand,
+    VersionCommand,
+    encode_put_ok_many,
+    encode_putm_ok,
+    encode_result,
+    encode_value_header,
+    encode_values_header,
+)
+from ..storage import NotRecordBoundaryError
+from .counters import CounterRow
+from .partitions import PartitionTable
+from .routing import owner_of
+
+log = logging.getLogger(__name__)
+
+LONG_MAX = 2**63 - 1
+VERSION = f"metaq_fast-{__version__}"
+# Gecko's answer for a command type with no processor (reference section 1 item 9).
+NO_PROCESSOR = "未注册请求处理器，请求处理器类为com.taobao.metamorphosis.network.{}"
+
+
+class Handler:
+    def __init__(self, table: PartitionTable, *, broker_url: str, counters: CounterRow,
+                 flusher, stats, closed_partitions=None):
+        self.table = table
+        self.config = table.config
+        self.broker_url = broker_url
+        self.counters = counters
+        self.flusher = flusher
+        self.stats = stats
+        self.closed = closed_partitions if closed_partitions is not None else set()
+        self._dispatch = {
+            GetCommand: self._get,
+            GetBatchCommand: self._getm,
+            OffsetCommand: self._offset,
+            StatsCommand: self._stats,
+            VersionCommand: self._version,
+            QuitCommand: self._quit,
+            SyncCommand: self._sync,
+            TransactionCommand: self._transaction,
+            AdminCommand: self._admin,
+            PutBatchCommand: self._putm,
+        }
+
+    # ---- dispatch ------------------------------------------------------------------------
+
+    def handle(self, out, commands: list) -> None:
+        """Answer ``commands`` (one connection's, in order) through ``out``."""
+        i, n = 0, len(commands)
+        while i < n:
+            cmd = commands[i]
+            if type(cmd) is PutCommand:
+                j = self._put_run(out, commands, i)
+                i = j
+                continue
+            if isinstance(cmd, errors.ProtocolError):  # a non-fatal framing-intact refusal
+                self._refused(out, cmd)
+            else:
+                try:
+                    self._dispatch[type(cmd)](out, cmd)
+                except Exception:  # a bug must not take the connection's other replies down
+                    log.exception("failed to answer %r", cmd)
+                    opaque = getattr(cmd, "opaque", None)
+                    if opaque is not None:
+                        out.write(encode_result(INTERNAL_SERVER_ERROR, b"internal error", opaque))
+            i += 1
+
+    def _refused(self, out, exc: errors.ProtocolError) -> None:
+        opaque = getattr(exc, "opaque", None)
+        if opaque is None:
+            return
+        self.counters.add(CounterRow.PUT_FAILED)
+        out.write(encode_result(exc.code, str(exc).encode("utf-8"), opaque))
+
+    # ---- put -------------------------------------------------------------------------
+
+    def _error_prefix(self, topic: str, partition: int) -> str:
+        return (f"Put message to [broker '{self.broker_url}'] "
+                f"[partition '{topic}-{partition}'] failed.")
+
+    def _put_fail(self, out, cmd, partition: int, code: int, detail: str | None) -> None:
+        out.write(self._failure(cmd, partition, code, detail))
+
+    def _resolve_partition(self, cmd: PutCommand) -> int:
+        """MetaQ's ``-1``: the broker chooses; a partition this worker owns if there is one."""
+        if cmd.partition != -1:
+            return cmd.partition
+        settings = self.table.topic_config(cmd.topic)
+        if settings is None:
+            return -1
+        local = [p for p in range(settings.num_partitions) if self.table.owns(cmd.topic, p)]
+        return random.choice(local or range(settings.num_partitions))
+
+    def _put_run(self, out, commands: list, start: int) -> int:
+        """Answer the run of puts that starts at ``start`` and goes to one partition."""
+        first = commands[start]
+        topic = first.topic
+        partition = self._resolve_partition(first)
+        end = start + 1
+        n = len(commands)
+        if first.partition != -1:
+            while end < n:
+                nxt = commands[end]
+                if type(nxt) is not PutCommand or nxt.partition != partition or nxt.topic != topic:
+                    break
+                end += 1
+        run = commands[start:end]
+        self.counters.add(CounterRow.CMD_PUT, len(run))
+        if owner_of(topic, partition, self.table.workers) != self.table.slot and partition >= 0 \
+                and self.table.topic_config(topic) is not None:
+            for cmd in run:
+                out.forward(owner_of(topic, partition, self.table.workers), _with_partition(cmd, partition))
+            self.counters.add(CounterRow.FORWARDED, len(run))
+            return end
+        self._put_local(out, run, topic, partition)
+        return end
+
+    def _put_local(self, out, run: list, topic: str, partition: int) -> None:
+        try:
+            self.table.check_put(topic, partition)
+        except errors.MetaqError as exc:
+            for cmd in run:
+                self._put_fail(out, cmd, partition, exc.code, str(exc))
+            return
+        if (topic, partition) in self.closed:
+            for cmd in run:
+                self._put_fail(out, cmd, partition, FORBIDDEN,
+                               f"partition[{self.config.broker_id}-{partition}] has been closed")
+            return
+        datas = [cmd.data for cmd in run]
+        lengths = message.lengths_of(datas)
+        crcs = message.crc32_many(datas)
+        checksums = np.fromiter((cmd.checksum for cmd in run), dtype=np.int64, count=len(run))
+        good = (checksums == -1) | (checksums == crcs)
+        too_big = lengths > self.config.message_bytes_max
+        tx = [cmd.tx_key is not None for cmd in run]
+        ok = good & ~too_big & ~np.array(tx, dtype=bool)
+        if ok.all():
+            self._append_and_reply(out, run, topic, partition, datas, lengths, crcs)
+            return
+        # Some puts are refused: append the others as one batch, answer all in order.
+        keep = np.flatnonzero(ok)
+        accepted = [run[i] for i in keep.tolist()]
+        log_, result = None, None
+        if accepted:
+            log_, result = self._append(topic, partition, [datas[i] for i in keep.tolist()],
+                                        lengths[keep], crcs[keep], _flags(accepted))
+        ok_replies = iter(())
+        if result is not None:
+            ok_replies = iter(zip(result.msg_ids.tolist(), result.offsets.tolist()))
+        replies = []
+        for i, cmd in enumerate(run):
+            if ok[i] and result is not None:
+                msg_id, offset = next(ok_replies)
+                replies.append(encode_result(SUCCESS, b"%d %d %d" % (msg_id, partition, offset),
+                                             cmd.opaque))
+                continue
+            if ok[i]:
+                code, detail = INTERNAL_SERVER_ERROR, None
+            elif tx[i]:
+                code, detail = INTERNAL_SERVER_ERROR, (
+                    f"transactions are not supported by this broker (key {cmd.tx_key})")
+            elif too_big[i]:
+                code, detail = BAD_REQUEST, (
+                    f"message of {int(lengths[i])} bytes is larger than maxMessageSize "
+                    f"{self.config.message_bytes_max}")
+            else:
+                code, detail = INTERNAL_SERVER_ERROR, (
+                    "Checksum failure,message may be corrupted when transfering on networking.")
+            replies.append(self._failure(cmd, partition, code, detail))
+        block = b"".join(replies)
+        if log_ is not None:
+            self._reply_after_durable(out, log_, result.end_offset, block)
+        else:
+            out.write(block)
+
+    def _failure(self, cmd, partition: int, code: int, detail: str | None) -> bytes:
+        self.counters.add(CounterRow.PUT_FAILED)
+        text = self._error_prefix(cmd.topic, partition)
+        if detail is not None:
+            text += "Detail:" + detail
+        return encode_result(code, text.encode("utf-8"), cmd.opaque)
+
+    def _append(self, topic, partition, datas, lengths, crcs, flags):
+        """Append one batch: (log, result), or (None, None) when the log failed (logged)."""
+        log_ = self.table.log_for(topic, partition, create=True)
+        try:
+            result = log_.append_datas(datas, flags, crcs, lengths)
+        except errors.MetaqError as exc:
+            log.error("append to %s-%d failed: %s", topic, partition, exc)
+            return None, None
+        self._count_append(result)
+        self.flusher.appended(log_)
+        return log_, result
+
+    def _append_and_reply(self, out, run, topic, partition, datas, lengths, crcs) -> None:
+        flags = 0 if _all_zero_flags(run) else _flags(run)
+        log_, result = self._append(topic, partition, datas, lengths, crcs, flags)
+        if result is None:
+            out.write(b"".join(self._failure(cmd, partition, INTERNAL_SERVER_ERROR, None)
+                               for cmd in run))
+            return
+        opaques = np.fromiter((cmd.opaque for cmd in run), dtype=np.int64, count=len(run))
+        replies = encode_put_ok_many(result.msg_ids, partition, result.offsets, opaques)
+        self._reply_after_durable(out, log_, result.end_offset, replies)
+
+    def _count_append(self, result) -> None:
+        self.counters.add(CounterRow.PUT_MESSAGES, len(result))
+        self.counters.add(CounterRow.PUT_BYTES, result.end_offset - result.first_offset)
+
+    def _reply_after_durable(self, out, log_, end_offset: int, replies: bytes) -> None:
+        if log_.flush_policy.group_commit:
+            out.write_when(self.flusher.flushed_future(log_, end_offset), replies)
+        else:
+            out.write(replies)
+
+    # ---- putm (batch extension) -------------------------------------------------------
+
+    def _putm(self, out, cmd: PutBatchCommand) -> None:
+        self.counters.add(CounterRow.CMD_PUT)
+        topic, partition = cmd.topic, cmd.partition
+        if partition == -1:
+            partition = self._resolve_partition(cmd)
+        if owner_of(topic, partition, self.table.workers) != self.table.slot and partition >= 0 \
+                and self.table.topic_config(topic) is not None:
+            self.counters.add(CounterRow.FORWARDED)
+            out.forward(owner_of(topic, partition, self.table.workers), _with_partition(cmd, partition))
+            return
+        try:
+            self.table.check_put(topic, partition)
+            if (topic, partition) in self.closed:
+                raise errors.PartitionClosedError(
+                    f"partition[{self.config.broker_id}-{partition}] has been closed")
+            body = memoryview(cmd.body).cast("B")
+            if cmd.checksum != -1 and xxhash.xxh3_64_intdigest(body) != cmd.checksum:
+                raise errors.ChecksumError(
+                    "Checksum failure,message may be corrupted when transfering on networking.")
+            index_bytes = 4 * cmd.count
+            lengths = np.frombuffer(body[:index_bytes], dtype=">u4")
+            if int(lengths.max(initial=0)) > self.config.message_bytes_max:
+                raise errors.MessageTooLargeError(
+                    f"a message of the batch is larger than maxMessageSize "
+                    f"{self.config.message_bytes_max}", fatal=False)
+            log_ = self.table.log_for(topic, partition, create=True)
+            result = log_.append_message_set(body[index_bytes:], lengths,
+                                             verify_crcs=cmd.checksum == -1)
+        except errors.InvalidArgumentError as exc:
+            self._put_fail(out, cmd, partition, BAD_REQUEST, str(exc))
+            return
+        except errors.MetaqError as exc:
+            self._put_fail(out, cmd, partition, exc.code, str(exc))
+            return
+        self._count_append(result)
+        self.flusher.appended(log_)
+        reply = encode_putm_ok(partition, result.first_offset,
+                               np.asarray(result.msg_ids, dtype=">i8").tobytes(), cmd.opaque)
+        self._reply_after_durable(out, log_, result.end_offset, reply)
+
+    # ---- get / getm / offset -------------------------------------------------------------
+
+    def _no_store(self, topic: str, partition: int) -> bytes:
+        return f"The topic `{topic}` in partition `{partition}` is not exists".encode("utf-8")
+
+    def _read_checks(self, out, cmd):
+        """Shared preamble of get and getm: a view to read from, or None (answered)."""
+        self.counters.add(CounterRow.CMD_GET)
+        if (cmd.topic, cmd.partition) in self.closed:
+            out.write(encode_result(FORBIDDEN, f"Partition[{self.config.broker_id}-{cmd.partition}] "
+                                    "has been closed".encode("utf-8"), cmd.opaque))
+            return None
+        view = self.table.view(cmd.topic, cmd.partition)
+        if view is None:
+            self.counters.add(CounterRow.GET_MISS)
+            out.write(encode_result(NOT_FOUND, self._no_store(cmd.topic, cmd.partition), cmd.opaque))
+            return None
+        if cmd.max_size <= 0:
+            out.write(encode_result(BAD_REQUEST, f"Bad request,invalid max size:{cmd.max_size}"
+                                    .encode("utf-8"), cmd.opaque))
+            return None
+        return view
+
+    def _out_of_range(self, out, cmd, view, exc: errors.OffsetOutOfRangeError) -> None:
+        self.counters.add(CounterRow.GET_MISS)
+        offset = cmd.offset
+        if offset < exc.first_offset:
+            self.counters.add(CounterRow.CMD_OFFSET)
+            out.write(encode_result(MOVED, str(exc.first_offset).encode(), cmd.opaque))
+        elif (self.config.update_consumer_offsets and offset > exc.end_offset) or offset == LONG_MAX:
+            self.counters.add(CounterRow.CMD_OFFSET)
+            out.write(encode_result(MOVED, str(exc.end_offset).encode(), cmd.opaque))
+        else:
+            out.write(encode_result(NOT_FOUND, f"Could not find message at position {offset}"
+                                    .encode("utf-8"), cmd.opaque))
+
+    def _read_failed(self, out, cmd, exc: Exception) -> None:
+        log.error("get %s-%d at %d failed: %s", cmd.topic, cmd.partition, cmd.offset, exc)
+        text = self._error_prefix(cmd.topic, cmd.partition) + f"Detail:{exc}"
+        out.write(encode_result(INTERNAL_SERVER_ERROR, text.encode("utf-8"), cmd.opaque))
+
+    def _get(self, out, cmd: GetCommand) -> None:
+        view = self._read_checks(out, cmd)
+        if view is None:
+            return
+        try:
+            part = view.read(cmd.offset, min(cmd.max_size, self.config.transfer_bytes_max))
+        except errors.OffsetOutOfRangeError as exc:
+            self._out_of_range(out, cmd, view, exc)
+            return
+        except errors.MetaqError as exc:
+            self._read_failed(out, cmd, exc)
+            return
+        self.counters.add(CounterRow.GET_BYTES, part.length)
+        out.write_many((encode_value_header(part.length, cmd.opaque), memoryview(part.view)))
+
+    def _getm(self, out, cmd: GetBatchCommand) -> None:
+        view = self._read_checks(out, cmd)
+        if view is None:
+            return
+        limit = min(cmd.max_size, self.config.transfer_bytes_max)
+        try:
+            part = view.read_records(cmd.offset, limit)
+        except errors.OffsetOutOfRangeError as exc:
+            self._out_of_range(out, cmd, view, exc)
+            return
+        except NotRecordBoundaryError as exc:
+            self.counters.add(CounterRow.CMD_OFFSET)
+            out.write(encode_result(MOVED, str(exc.record_offset).encode(), cmd.opaque))
+            return
+        except errors.MetaqError as exc:
+            self._read_failed(out, cmd, exc)
+            return
+        count = len(part.lengths)
+        if count == 0:
+            out.write(encode_result(BAD_REQUEST, (
+                f"record at offset {cmd.offset} is {part.first_record_bytes} bytes, more than "
+                f"maxSize {limit}").encode("utf-8"), cmd.opaque))
+            return
+        self.counters.add(CounterRow.GET_MESSAGES, count)
+        self.counters.add(CounterRow.GET_BYTES, part.length)
+        index = part.lengths.astype(">u4").tobytes()
+        out.write_many((encode_values_header(part.length, count, cmd.opaque, index),
+                        memoryview(part.view)))
+
+    def _offset(self, out, cmd: OffsetCommand) -> None:
+        self.counters.add(CounterRow.CMD_OFFSET)
+        view = self.table.view(cmd.topic, cmd.partition)
+        if view is None:
+            out.write(encode_result(NOT_FOUND, self._no_store(cmd.topic, cmd.partition), cmd.opaque))
+            return
+        out.write(encode_result(SUCCESS, str(view.nearest_offset(cmd.offset)).encode(), cmd.opaque))
+
+    # ---- the rest ---------------------------------------------------------------------
+
+    def _version(self, out, cmd: VersionCommand) -> None:
+        out.write(encode_result(SUCCESS, VERSION.encode(), cmd.opaque))
+
+    def _stats(self, out, cmd: StatsCommand) -> None:
+        code, body = self.stats.answer(cmd.item)
+        out.write(encode_result(code, body, cmd.opaque))
+
+    def _quit(self, out, cmd: QuitCommand) -> None:
+        out.close_after_flush()
+
+    def _sync(self, out, cmd: SyncCommand) -> None:
+        out.write(encode_result(SERVICE_UNAVAILABLE, NO_PROCESSOR.format("SyncCommand").encode(),
+                                cmd.opaque))
+
+    def _transaction(self, out, cmd: TransactionCommand) -> None:
+        out.write(encode_result(SERVICE_UNAVAILABLE,
+                                NO_PROCESSOR.format("TransactionCommand").encode(), cmd.opaque))
+
+    def _admin(self, out, cmd: AdminCommand) -> None:
+        code, body = self.stats.admin(cmd.verb, cmd.args)
+        out.write(encode_result(code, body, cmd.opaque))
+
+
+def _flags(cmds) -> np.ndarray:
+    return np.fromiter((cmd.flag for cmd in cmds), dtype=np.int32, count=len(cmds))
+
+
+def _all_zero_flags(cmds) -> bool:
+    for cmd in cmds:
+        if cmd.flag:
+            return False
+    return True
+
+
+def _with_partition(cmd, partition: int):
+    if cmd.partition == partition:
+        return cmd
+    from dataclasses import replace
+    return replace(cmd, partition=partition)
