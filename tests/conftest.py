@@ -164,9 +164,47 @@ def zk_client(zk_connect: str) -> Iterator[object]:
         client.close()
 
 
+# =================================================================================================
+# Brokers: real metaq-server processes.
+#
+#   brokers      (function)  factory: brokers(name="b0", **ini) -> a started tests.brokers.
+#                            BrokerProcess (port 0, its own data dir under tmp_path; ini keys
+#                            as tests.brokers.server_ini takes them). Every broker it started is
+#                            stopped by PID at teardown (SIGTERM, then SIGKILL), and on a failing
+#                            test the tail of each broker's log is added to the report.
+# =================================================================================================
+
+_BROKERS_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def brokers(request: pytest.FixtureRequest, tmp_path: Path):
+    from tests.brokers import BrokerProcess
+
+    started: list = []
+    request.node.stash[_BROKERS_KEY] = started
+
+    def start(name: str = "b0", start_now: bool = True, **ini):
+        broker = BrokerProcess(tmp_path / name, **ini)
+        started.append(broker)
+        if start_now:
+            broker.start()
+        return broker
+
+    yield start
+    for broker in started:
+        try:
+            broker.stop()
+        except Exception:  # keep stopping the others
+            log.exception("stopping broker in %s failed", broker.directory)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
+    if report.failed:
+        for broker in item.stash.get(_BROKERS_KEY, []):
+            report.sections.append((f"broker log {broker.log_path}", broker.log_tail(80) or "(empty)"))
     if report.failed and "zk_hosts" in getattr(item, "fixturenames", ()):
         server = item.config.stash.get(_ZK_SERVER_KEY, None)
         if server is not None:

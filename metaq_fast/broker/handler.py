@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
+from dataclasses import replace
 
 import numpy as np
 import xxhash
@@ -33,6 +33,7 @@ from ..errors import (
     SUCCESS,
 )
 from ..protocol import (
+    PutRun,
     AdminCommand,
     GetBatchCommand,
     GetCommand,
@@ -44,6 +45,7 @@ from ..protocol import (
     SyncCommand,
     TransactionCommand,
     VersionCommand,
+    encode,
     encode_put_ok_many,
     encode_putm_ok,
     encode_result,
@@ -53,6 +55,7 @@ from ..protocol import (
 from ..storage import NotRecordBoundaryError
 from .counters import CounterRow
 from .partitions import PartitionTable
+from .connection import unavailable
 from .routing import owner_of
 
 log = logging.getLogger(__name__)
@@ -93,15 +96,20 @@ class Handler:
         i, n = 0, len(commands)
         while i < n:
             cmd = commands[i]
-            if type(cmd) is PutCommand:
-                j = self._put_run(out, commands, i)
-                i = j
+            kind = type(cmd)
+            if kind is PutRun:
+                self._puts(out, cmd.topic, cmd.partition, cmd.datas, cmd.flag, cmd.checksums,
+                           cmd.opaques, None)
+                i += 1
                 continue
-            if isinstance(cmd, errors.ProtocolError):  # a non-fatal framing-intact refusal
+            if kind is PutCommand:
+                i = self._put_commands(out, commands, i)
+                continue
+            if isinstance(cmd, errors.ProtocolError):  # non-fatal: the bad command was skipped
                 self._refused(out, cmd)
             else:
                 try:
-                    self._dispatch[type(cmd)](out, cmd)
+                    self._dispatch[kind](out, cmd)
                 except Exception:  # a bug must not take the connection's other replies down
                     log.exception("failed to answer %r", cmd)
                     opaque = getattr(cmd, "opaque", None)
@@ -113,97 +121,126 @@ class Handler:
         opaque = getattr(exc, "opaque", None)
         if opaque is None:
             return
+        self.counters.add(CounterRow.CMD_PUT)
         self.counters.add(CounterRow.PUT_FAILED)
         out.write(encode_result(exc.code, str(exc).encode("utf-8"), opaque))
 
     # ---- put -------------------------------------------------------------------------
 
+    def _put_commands(self, out, commands: list, start: int) -> int:
+        """Puts decoded one by one (forms the fast path leaves alone, e.g. with a transaction
+        key): consecutive ones to one partition are handled as one batch."""
+        first = commands[start]
+        end = start + 1
+        while end < len(commands):
+            nxt = commands[end]
+            if type(nxt) is not PutCommand or nxt.topic != first.topic \
+                    or nxt.partition != first.partition or first.partition == -1:
+                break
+            end += 1
+        run = commands[start:end]
+        self._puts(out, first.topic, first.partition, [c.data for c in run],
+                   [c.flag for c in run], [c.checksum for c in run], [c.opaque for c in run],
+                   [c.tx_key for c in run])
+        return end
+
     def _error_prefix(self, topic: str, partition: int) -> str:
         return (f"Put message to [broker '{self.broker_url}'] "
                 f"[partition '{topic}-{partition}'] failed.")
 
-    def _put_fail(self, out, cmd, partition: int, code: int, detail: str | None) -> None:
-        out.write(self._failure(cmd, partition, code, detail))
+    def _failure(self, topic: str, partition: int, opaque: int, code: int,
+                 detail: str | None) -> bytes:
+        self.counters.add(CounterRow.PUT_FAILED)
+        text = self._error_prefix(topic, partition)
+        if detail is not None:
+            text += "Detail:" + detail
+        return encode_result(code, text.encode("utf-8"), opaque)
 
-    def _resolve_partition(self, cmd: PutCommand) -> int:
+    def _fail_all(self, out, topic, partition, opaques, code, detail) -> None:
+        out.write(b"".join(self._failure(topic, partition, o, code, detail) for o in opaques))
+
+    def _choose_partition(self, topic: str) -> int:
         """MetaQ's ``-1``: the broker chooses; a partition this worker owns if there is one."""
-        if cmd.partition != -1:
-            return cmd.partition
-        settings = self.table.topic_config(cmd.topic)
+        settings = self.table.topic_config(topic)
         if settings is None:
             return -1
-        local = [p for p in range(settings.num_partitions) if self.table.owns(cmd.topic, p)]
+        local = [p for p in range(settings.num_partitions) if self.table.owns(topic, p)]
         return random.choice(local or range(settings.num_partitions))
 
-    def _put_run(self, out, commands: list, start: int) -> int:
-        """Answer the run of puts that starts at ``start`` and goes to one partition."""
-        first = commands[start]
-        topic = first.topic
-        partition = self._resolve_partition(first)
-        end = start + 1
-        n = len(commands)
-        if first.partition != -1:
-            while end < n:
-                nxt = commands[end]
-                if type(nxt) is not PutCommand or nxt.partition != partition or nxt.topic != topic:
-                    break
-                end += 1
-        run = commands[start:end]
-        self.counters.add(CounterRow.CMD_PUT, len(run))
-        if owner_of(topic, partition, self.table.workers) != self.table.slot and partition >= 0 \
-                and self.table.topic_config(topic) is not None:
-            for cmd in run:
-                out.forward(owner_of(topic, partition, self.table.workers), _with_partition(cmd, partition))
-            self.counters.add(CounterRow.FORWARDED, len(run))
-            return end
-        self._put_local(out, run, topic, partition)
-        return end
+    def _remote_owner(self, topic: str, partition: int) -> int | None:
+        if partition < 0 or self.table.topic_config(topic) is None:
+            return None  # refused here, wherever it would live
+        slot = owner_of(topic, partition, self.table.workers)
+        return None if slot == self.table.slot else slot
 
-    def _put_local(self, out, run: list, topic: str, partition: int) -> None:
+    def _puts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys) -> None:
+        """Puts of one connection to one partition, in order (``flags``: one int or a list)."""
+        count = len(opaques)
+        if partition == -1:
+            partition = self._choose_partition(topic)
+        owner = self._remote_owner(topic, partition)
+        if owner is not None:  # counted by the owner, which answers them
+            self.counters.add(CounterRow.FORWARDED, count)
+            request = encode_puts(topic, partition, datas, flags, checksums, opaques, tx_keys)
+            out.forward(owner, request, count,
+                        lambda skip=0: self._unavailable(topic, partition, opaques[skip:]))
+            return
+        self.counters.add(CounterRow.CMD_PUT, count)
         try:
             self.table.check_put(topic, partition)
         except errors.MetaqError as exc:
-            for cmd in run:
-                self._put_fail(out, cmd, partition, exc.code, str(exc))
+            self._fail_all(out, topic, partition, opaques, exc.code, str(exc))
             return
         if (topic, partition) in self.closed:
-            for cmd in run:
-                self._put_fail(out, cmd, partition, FORBIDDEN,
-                               f"partition[{self.config.broker_id}-{partition}] has been closed")
+            self._fail_all(out, topic, partition, opaques, FORBIDDEN,
+                           f"partition[{self.config.broker_id}-{partition}] has been closed")
             return
-        datas = [cmd.data for cmd in run]
         lengths = message.lengths_of(datas)
         crcs = message.crc32_many(datas)
-        checksums = np.fromiter((cmd.checksum for cmd in run), dtype=np.int64, count=len(run))
-        good = (checksums == -1) | (checksums == crcs)
+        sums = np.asarray(checksums, dtype=np.int64)
+        ok = (sums == -1) | (sums == crcs)
         too_big = lengths > self.config.message_bytes_max
-        tx = [cmd.tx_key is not None for cmd in run]
-        ok = good & ~too_big & ~np.array(tx, dtype=bool)
+        ok &= ~too_big
+        if tx_keys is not None:
+            has_tx = np.array([k is not None for k in tx_keys], dtype=bool)
+            ok &= ~has_tx
         if ok.all():
-            self._append_and_reply(out, run, topic, partition, datas, lengths, crcs)
+            log_, result = self._append(topic, partition, datas, lengths, crcs, flags)
+            if result is None:
+                self._fail_all(out, topic, partition, opaques, INTERNAL_SERVER_ERROR, None)
+                return
+            replies = encode_put_ok_many(result.msg_ids, partition, result.offsets,
+                                         np.asarray(opaques, dtype=np.int64))
+            self._reply_after_durable(out, log_, result.end_offset, replies)
             return
-        # Some puts are refused: append the others as one batch, answer all in order.
-        keep = np.flatnonzero(ok)
-        accepted = [run[i] for i in keep.tolist()]
+        self._puts_mixed(out, topic, partition, datas, flags, opaques, tx_keys, lengths, crcs,
+                         ok, too_big)
+
+    def _puts_mixed(self, out, topic, partition, datas, flags, opaques, tx_keys, lengths, crcs,
+                    ok, too_big) -> None:
+        """Some puts of a batch are refused: append the others as one batch, answer all in
+        order."""
+        keep = np.flatnonzero(ok).tolist()
         log_, result = None, None
-        if accepted:
-            log_, result = self._append(topic, partition, [datas[i] for i in keep.tolist()],
-                                        lengths[keep], crcs[keep], _flags(accepted))
-        ok_replies = iter(())
+        if keep:
+            kept_flags = flags if isinstance(flags, int) else np.asarray(flags, dtype=np.int32)[keep]
+            log_, result = self._append(topic, partition, [datas[i] for i in keep],
+                                        lengths[keep], crcs[keep], kept_flags)
+        stored = iter(())
         if result is not None:
-            ok_replies = iter(zip(result.msg_ids.tolist(), result.offsets.tolist()))
+            stored = iter(zip(result.msg_ids.tolist(), result.offsets.tolist()))
         replies = []
-        for i, cmd in enumerate(run):
+        for i, opaque in enumerate(opaques):
             if ok[i] and result is not None:
-                msg_id, offset = next(ok_replies)
+                msg_id, offset = next(stored)
                 replies.append(encode_result(SUCCESS, b"%d %d %d" % (msg_id, partition, offset),
-                                             cmd.opaque))
+                                             opaque))
                 continue
             if ok[i]:
                 code, detail = INTERNAL_SERVER_ERROR, None
-            elif tx[i]:
+            elif tx_keys is not None and tx_keys[i] is not None:
                 code, detail = INTERNAL_SERVER_ERROR, (
-                    f"transactions are not supported by this broker (key {cmd.tx_key})")
+                    f"transactions are not supported by this broker (key {tx_keys[i]})")
             elif too_big[i]:
                 code, detail = BAD_REQUEST, (
                     f"message of {int(lengths[i])} bytes is larger than maxMessageSize "
@@ -211,23 +248,24 @@ class Handler:
             else:
                 code, detail = INTERNAL_SERVER_ERROR, (
                     "Checksum failure,message may be corrupted when transfering on networking.")
-            replies.append(self._failure(cmd, partition, code, detail))
+            replies.append(self._failure(topic, partition, opaque, code, detail))
         block = b"".join(replies)
         if log_ is not None:
             self._reply_after_durable(out, log_, result.end_offset, block)
         else:
             out.write(block)
 
-    def _failure(self, cmd, partition: int, code: int, detail: str | None) -> bytes:
-        self.counters.add(CounterRow.PUT_FAILED)
-        text = self._error_prefix(cmd.topic, partition)
-        if detail is not None:
-            text += "Detail:" + detail
-        return encode_result(code, text.encode("utf-8"), cmd.opaque)
+    def _unavailable(self, topic: str, partition: int, opaques) -> bytes:
+        self.counters.add(CounterRow.PUT_FAILED, len(opaques))
+        return unavailable(topic, partition, opaques)
 
     def _append(self, topic, partition, datas, lengths, crcs, flags):
         """Append one batch: (log, result), or (None, None) when the log failed (logged)."""
         log_ = self.table.log_for(topic, partition, create=True)
+        if not isinstance(flags, int):
+            flags = np.asarray(flags, dtype=np.int32)
+            if not flags.any():
+                flags = 0
         try:
             result = log_.append_datas(datas, flags, crcs, lengths)
         except errors.MetaqError as exc:
@@ -236,17 +274,6 @@ class Handler:
         self._count_append(result)
         self.flusher.appended(log_)
         return log_, result
-
-    def _append_and_reply(self, out, run, topic, partition, datas, lengths, crcs) -> None:
-        flags = 0 if _all_zero_flags(run) else _flags(run)
-        log_, result = self._append(topic, partition, datas, lengths, crcs, flags)
-        if result is None:
-            out.write(b"".join(self._failure(cmd, partition, INTERNAL_SERVER_ERROR, None)
-                               for cmd in run))
-            return
-        opaques = np.fromiter((cmd.opaque for cmd in run), dtype=np.int64, count=len(run))
-        replies = encode_put_ok_many(result.msg_ids, partition, result.offsets, opaques)
-        self._reply_after_durable(out, log_, result.end_offset, replies)
 
     def _count_append(self, result) -> None:
         self.counters.add(CounterRow.PUT_MESSAGES, len(result))
@@ -261,15 +288,17 @@ class Handler:
     # ---- putm (batch extension) -------------------------------------------------------
 
     def _putm(self, out, cmd: PutBatchCommand) -> None:
-        self.counters.add(CounterRow.CMD_PUT)
         topic, partition = cmd.topic, cmd.partition
         if partition == -1:
-            partition = self._resolve_partition(cmd)
-        if owner_of(topic, partition, self.table.workers) != self.table.slot and partition >= 0 \
-                and self.table.topic_config(topic) is not None:
+            partition = self._choose_partition(topic)
+        owner = self._remote_owner(topic, partition)
+        if owner is not None:
             self.counters.add(CounterRow.FORWARDED)
-            out.forward(owner_of(topic, partition, self.table.workers), _with_partition(cmd, partition))
+            forwarded = cmd if cmd.partition == partition else replace(cmd, partition=partition)
+            out.forward(owner, encode(forwarded), 1,
+                        lambda skip=0: self._unavailable(topic, partition, [cmd.opaque][skip:]))
             return
+        self.counters.add(CounterRow.CMD_PUT)
         try:
             self.table.check_put(topic, partition)
             if (topic, partition) in self.closed:
@@ -289,10 +318,10 @@ class Handler:
             result = log_.append_message_set(body[index_bytes:], lengths,
                                              verify_crcs=cmd.checksum == -1)
         except errors.InvalidArgumentError as exc:
-            self._put_fail(out, cmd, partition, BAD_REQUEST, str(exc))
+            out.write(self._failure(topic, partition, cmd.opaque, BAD_REQUEST, str(exc)))
             return
         except errors.MetaqError as exc:
-            self._put_fail(out, cmd, partition, exc.code, str(exc))
+            out.write(self._failure(topic, partition, cmd.opaque, exc.code, str(exc)))
             return
         self._count_append(result)
         self.flusher.appended(log_)
@@ -418,19 +447,17 @@ class Handler:
         out.write(encode_result(code, body, cmd.opaque))
 
 
-def _flags(cmds) -> np.ndarray:
-    return np.fromiter((cmd.flag for cmd in cmds), dtype=np.int32, count=len(cmds))
-
-
-def _all_zero_flags(cmds) -> bool:
-    for cmd in cmds:
-        if cmd.flag:
-            return False
-    return True
-
-
-def _with_partition(cmd, partition: int):
-    if cmd.partition == partition:
-        return cmd
-    from dataclasses import replace
-    return replace(cmd, partition=partition)
+def encode_puts(topic: str, partition: int, datas, flags, checksums, opaques, tx_keys) -> bytes:
+    """MetaQ put commands for a batch (to forward it to the owning worker)."""
+    parts = []
+    if tx_keys is None and isinstance(flags, int):
+        prefix = b"put %s %d " % (topic.encode("utf-8"), partition)
+        for data, checksum, opaque in zip(datas, checksums, opaques):
+            parts.append(prefix + b"%d %d %d %d\r\n" % (len(data), flags, checksum, opaque))
+            parts.append(data)
+        return b"".join(parts)
+    flag_list = [flags] * len(opaques) if isinstance(flags, int) else list(flags)
+    keys = tx_keys if tx_keys is not None else [None] * len(opaques)
+    for data, flag, checksum, opaque, key in zip(datas, flag_list, checksums, opaques, keys):
+        parts.append(encode(PutCommand(topic, partition, bytes(data), int(flag), checksum, key, opaque)))
+    return b"".join(parts)

@@ -35,6 +35,7 @@ class PartitionTable:
         self.logs: dict[tuple[str, int], PartitionLog] = {}
         self._readers: dict[tuple[str, int], PartitionReader] = {}
         self._topic_cache: dict[str, TopicConfig | None] = {}
+        self.on_created = None  # called with each log opened after start (first put)
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -124,6 +125,8 @@ class PartitionTable:
             flush_policy=FlushPolicy(settings.unflush_threshold, settings.unflush_interval_ms),
             ids=self.ids, batch_bytes_max=self.config.batch_bytes_max)
         self.logs[key] = opened
+        if self.on_created is not None:
+            self.on_created(opened)
         return opened
 
     def view(self, topic: str, partition: int) -> PartitionLog | PartitionReader | None:

@@ -101,7 +101,7 @@ class _FollowedChildren:
         self._children_watch: ChildrenWatch | None = None
         self._node_watch = DataWatch(client, path, self._on_node)
 
-    def _on_node(self, data, stat) -> bool | None:
+    def _on_node(self, data, stat, event=None) -> bool | None:
         with self._lock:
             if self._closed:
                 return False
@@ -267,12 +267,15 @@ class ClusterView:
             A function that removes this callback (idempotent).
 
         Raises:
-            InvalidNameError, ZooKeeperError: as ``publish_partitions``.
+            InvalidNameError, ZooKeeperError: as ``publish_partitions`` (also: the view is
+                closed).
         """
         if not callable(callback):
             raise InvalidArgumentError(f"callback is not callable: {callback!r}")
         t = self._topic(topic)
         with self._state_lock:
+            if self._closed:
+                raise ZooKeeperError("ClusterView is closed")
             t.callbacks.append(callback)
         return partial(self._remove_callback, t.callbacks, callback)
 
@@ -282,6 +285,8 @@ class ClusterView:
         if not callable(callback):
             raise InvalidArgumentError(f"callback is not callable: {callback!r}")
         with self._state_lock:
+            if self._closed:
+                raise ZooKeeperError("ClusterView is closed")
             self._broker_callbacks.append(callback)
         return partial(self._remove_callback, self._broker_callbacks, callback)
 
@@ -434,7 +439,9 @@ class ClusterView:
         if not current:
             _stop_watch(watch)
 
-    def _on_master(self, broker_id: int, generation: int, data, stat) -> bool | None:
+    def _on_master(
+        self, broker_id: int, generation: int, data, stat, event=None
+    ) -> bool | None:
         url: str | None = None
         if stat is not None and data:
             try:

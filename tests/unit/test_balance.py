@@ -150,13 +150,15 @@ def test_every_partition_exactly_once_and_balanced(consumers, parts):
     result = b.assign_all(consumers, parts)
     assert set(result) == set(consumers)
     owned = [p for mine in result.values() for p in mine]
+    if not consumers:
+        assert owned == []
+        return
     assert sorted(owned) == sorted(parts)  # each partition exactly once
-    if consumers:
-        sizes = [len(mine) for mine in result.values()]
-        assert max(sizes) - min(sizes) <= 1
-        # the first `extra` consumers in string order get one more
-        ordered = sorted(consumers, key=b.java_string_key)
-        assert [len(result[c]) for c in ordered] == sorted(sizes, reverse=True)
+    sizes = [len(mine) for mine in result.values()]
+    assert max(sizes) - min(sizes) <= 1
+    # the first `extra` consumers in string order get one more
+    ordered = sorted(consumers, key=b.java_string_key)
+    assert [len(result[c]) for c in ordered] == sorted(sizes, reverse=True)
     for c in consumers:
         assert b.assign(c, consumers, parts) == result[c]
 

@@ -1,0 +1,130 @@
+"""When a worker's partitions are flushed, off the event loop thread.
+
+Imports: stdlib (asyncio, concurrent.futures) and broker.counters.
+
+``fdatasync`` runs in one background thread (it releases the GIL), so a flush never stalls the
+event loop. Normal mode (``unflushThreshold > 0``): a partition is flushed when MetaQ's rule says
+so (more than ``unflushThreshold`` messages since the last flush, or ``unflushInterval`` ms with
+something unflushed), checked after each append and by a timer. Group commit
+(``unflushThreshold <= 0``): a flush is started at the end of the loop iteration that appended,
+so every put of that iteration shares one fdatasync; puts that arrive while it runs share the
+next one. Their replies wait on ``flushed_future``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .counters import CounterRow
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1  # how often the timer checks interval-based flushes
+
+
+class Flusher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, counters: CounterRow):
+        self.loop = loop
+        self.counters = counters
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metaq-flush")
+        self._running: dict[int, object] = {}  # id(log) -> log, while a flush runs
+        self._again: set[int] = set()
+        self._waiters: dict[int, list[tuple[int, asyncio.Future]]] = {}
+        self._scheduled: set[int] = set()
+        self._logs: dict[int, object] = {}
+        self._timer = None
+        self.closed = False
+
+    def start(self) -> None:
+        self._timer = self.loop.call_later(TICK_S, self._tick)
+
+    def track(self, partition_log) -> None:
+        self._logs[id(partition_log)] = partition_log
+
+    # ---- called by the handler ----------------------------------------------------------
+
+    def appended(self, partition_log) -> None:
+        key = id(partition_log)
+        self._logs[key] = partition_log
+        if partition_log.flush_policy.group_commit:
+            if key not in self._scheduled:
+                self._scheduled.add(key)
+                self.loop.call_soon(self._start_scheduled, key)
+        elif partition_log.flush_due():
+            self._start(partition_log)
+
+    def flushed_future(self, partition_log, offset: int) -> asyncio.Future:
+        """Done once ``offset`` is durable (and visible)."""
+        future = self.loop.create_future()
+        if partition_log.visible_end >= offset and partition_log.flushed_offset >= offset:
+            future.set_result(offset)
+            return future
+        self._waiters.setdefault(id(partition_log), []).append((offset, future))
+        return future
+
+    # ---- flushing ------------------------------------------------------------------------
+
+    def _start_scheduled(self, key: int) -> None:
+        self._scheduled.discard(key)
+        partition_log = self._logs.get(key)
+        if partition_log is not None:
+            self._start(partition_log)
+
+    def _start(self, partition_log) -> None:
+        key = id(partition_log)
+        if key in self._running:
+            self._again.add(key)
+            return
+        if self.closed:
+            return
+        self._running[key] = partition_log
+        future = self.loop.run_in_executor(self.executor, _flush, partition_log)
+        future.add_done_callback(lambda f, k=key: self._done(k, f))
+
+    def _done(self, key: int, future) -> None:
+        partition_log = self._running.pop(key)
+        try:
+            end, seconds = future.result()
+        except Exception:
+            log.exception("flush of %s-%d failed", partition_log.topic, partition_log.partition)
+            end, seconds = None, 0.0
+        else:
+            self.counters.add(CounterRow.FLUSHES)
+            self.counters.add(CounterRow.FLUSH_US_TOTAL, int(seconds * 1e6))
+        waiters = self._waiters.get(key)
+        if waiters and end is not None:
+            still = []
+            for offset, waiter in waiters:
+                if offset <= end:
+                    if not waiter.done():
+                        waiter.set_result(end)
+                else:
+                    still.append((offset, waiter))
+            self._waiters[key] = still
+        if key in self._again or (self._waiters.get(key) and end is not None):
+            self._again.discard(key)
+            self._start(partition_log)
+
+    def _tick(self) -> None:
+        if self.closed:
+            return
+        for partition_log in list(self._logs.values()):
+            if id(partition_log) not in self._running and partition_log.flush_due():
+                self._start(partition_log)
+        self._timer = self.loop.call_later(TICK_S, self._tick)
+
+    def close(self) -> None:
+        """Stop the timer; wait for running flushes (the caller closes the logs after)."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.executor.shutdown(wait=True)
+
+
+def _flush(partition_log) -> tuple[int, float]:
+    began = time.monotonic()
+    end = partition_log.flush()
+    return end, time.monotonic() - began

@@ -1,0 +1,416 @@
+"""The supervisor: the ``metaq-server`` process. Forks the workers, restarts them, stops them.
+
+Imports: stdlib, metaq_fast.config / zk and the broker modules.
+
+States and transitions (a small signal-driven loop, as gunicorn's arbiter):
+
+    STARTING --all workers ready--> RUNNING --SIGTERM/SIGINT--> STOPPING --workers gone--> exit 0
+    STARTING --a worker cannot start--> STOPPING --> exit 1
+    RUNNING  --a worker died--> (log, fork it again after a back-off) --> RUNNING
+    RUNNING  --a worker slot failed to boot 5 times in a row--> STOPPING --> exit 1
+
+Signal handlers only write to a wakeup pipe; the loop reads it and acts. The supervisor creates,
+before the first fork, everything workers share: one listening socket per worker (an
+SO_REUSEPORT group on the broker's port, kept by the supervisor so a restarted worker gets its
+socket back and connections wait in its backlog meanwhile), the shared counter block, and the
+pipes workers report on. It alone talks to ZooKeeper (``zk/registry.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import mmap
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from . import logs
+from .closed import ClosedPartitions
+from .counters import NAMES, Counters
+from .worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 600.0  # recovery of a large data directory may take a while
+STOP_TIMEOUT_S = 30.0
+BOOT_FAILURES_MAX = 5
+QUICK_DEATH_S = 5.0
+
+
+@dataclass
+class WorkerProcess:
+    slot: int
+    pid: int
+    started_s: float
+    ready_r: int
+    ready: bool = False
+    quick_failures: int = 0
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    ready_file: Path | None = None
+    registry_factory: object = None  # callable(config, url) -> registry, or None (no ZooKeeper)
+    workers: dict[int, WorkerProcess] = field(default_factory=dict)
+
+    def run(self) -> int:
+        self.started_s = time.time()
+        self.count = self.config.worker_count or os.cpu_count() or 1
+        self.sockets, self.port = bind_listeners(self.config.listen_host, self.config.server_port,
+                                                  self.count)
+        self.broker_url = broker_url(self.config, self.port)
+        self.instance = f"{os.getpid()}-{self.port}"
+        self.counters = Counters(self.count)
+        self._reset_map = mmap.mmap(-1, (len(NAMES) + 1) * 8)
+        self.reset_block = np.frombuffer(self._reset_map, dtype=np.int64)
+        self.closed = ClosedPartitions()
+        self.events_r, self.events_w = os.pipe()
+        os.set_blocking(self.events_r, False)
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup_r, False)
+        os.set_blocking(self.wakeup_w, False)
+        self.signals: list[int] = []
+        self.stopping = False
+        self.exit_code = 0
+        self.registry = None
+        self._pending_restarts: dict[int, float] = {}
+        self._topics: set[str] = set()
+        self._install_signals()
+        log.info("starting %d worker(s) for broker %d on %s", self.count, self.config.broker_id,
+                 self.broker_url)
+        for slot in range(self.count):
+            self._spawn(slot)
+        if not self._wait_ready():
+            self._stop_workers()
+            return 1
+        if self.registry_factory is not None and not self.stopping:
+            try:
+                self.registry = self.registry_factory(self.config, self.broker_url)
+            except Exception as exc:
+                log.error("cannot register in ZooKeeper: %s", exc)
+                self._stop_workers()
+                return 1
+            self._drain_events()
+        log.info("metaq-server listening on %s:%d (broker %d, %d workers, data in %s)",
+                 self.config.listen_host, self.port, self.config.broker_id, self.count,
+                 self.config.data_path)
+        self._write_ready_file()
+        try:
+            self._loop()
+        finally:
+            self._stop_workers()
+            if self.registry is not None:
+                try:
+                    self.registry.stop(timeout_s=10)
+                except Exception as exc:
+                    log.warning("unregistering from ZooKeeper failed: %s", exc)
+            if self.ready_file is not None:
+                try:
+                    self.ready_file.unlink()
+                except FileNotFoundError:
+                    pass
+            for sock in self.sockets:
+                sock.close()
+        log.info("metaq-server stopped (exit %d)", self.exit_code)
+        return self.exit_code
+
+    # ---- workers -------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        ready_r, ready_w = os.pipe()
+        spec = WorkerSpec(slot=slot, workers=self.count, config=self.config,
+                          listen_socket=self.sockets[slot], instance=self.instance,
+                          counters=self.counters, reset_block=self.reset_block,
+                          closed=self.closed, port=self.port,
+                          broker_url=self.broker_url, started_s=self.started_s,
+                          ready_fd=ready_w, events_fd=self.events_w, supervisor_pid=os.getpid())
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            for fd in (self.events_r, self.wakeup_r, self.wakeup_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            for other in self.workers.values():
+                try:
+                    os.close(other.ready_r)
+                except OSError:
+                    pass
+            for i, sock in enumerate(self.sockets):
+                if i != slot:
+                    sock.close()
+            run_worker(spec)  # never returns
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        previous = self.workers.get(slot)
+        self.workers[slot] = WorkerProcess(slot, pid, time.monotonic(), ready_r,
+                                           quick_failures=previous.quick_failures if previous else 0)
+        log.info("worker %d started (pid %d)", slot, pid)
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(w.ready for w in self.workers.values()):
+            if time.monotonic() > deadline:
+                log.error("workers not ready after %.0f s", READY_TIMEOUT_S)
+                return False
+            self._poll(0.05)
+            if self.stopping:
+                return False
+            for worker in list(self.workers.values()):
+                if not worker.ready and not self._check_ready(worker):
+                    return False
+        return True
+
+    def _check_ready(self, worker: WorkerProcess) -> bool:
+        """Read the worker's start report; False if it failed to start."""
+        try:
+            data = os.read(worker.ready_r, 4096)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        text = data.decode("utf-8", "replace").strip()
+        if text == "ready":
+            worker.ready = True
+            os.close(worker.ready_r)
+            worker.ready_r = -1
+            return True
+        if text:
+            log.error("worker %d failed to start: %s", worker.slot, text.removeprefix("failed "))
+        self.exit_code = 1
+        return False
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = next((w for w in self.workers.values() if w.pid == pid), None)
+            if worker is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if worker.ready_r >= 0:
+                try:
+                    os.close(worker.ready_r)
+                except OSError:
+                    pass
+                worker.ready_r = -1
+            if self.stopping:
+                del self.workers[worker.slot]
+                log.info("worker %d (pid %d) exited with %s", worker.slot, pid, _describe(code))
+                continue
+            self._worker_died(worker, code)
+
+    def _worker_died(self, worker: WorkerProcess, code: int) -> None:
+        lived = time.monotonic() - worker.started_s
+        log.error("worker %d (pid %d) died (%s) after %.1f s; restarting it",
+                  worker.slot, worker.pid, _describe(code), lived)
+        if code == EXIT_BOOT_ERROR:
+            worker.quick_failures = BOOT_FAILURES_MAX
+        elif lived < QUICK_DEATH_S:
+            worker.quick_failures += 1
+        else:
+            worker.quick_failures = 0
+        if worker.quick_failures >= BOOT_FAILURES_MAX:
+            log.error("worker %d keeps failing to start; stopping the broker", worker.slot)
+            del self.workers[worker.slot]
+            self.exit_code = 1
+            self.stopping = True
+            return
+        delay = 0.0 if worker.quick_failures == 0 else min(2 ** worker.quick_failures * 0.25, 10.0)
+        self.workers[worker.slot].pid = -1
+        self._pending_restarts[worker.slot] = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot, due in list(self._pending_restarts.items()):
+            if now >= due and not self.stopping:
+                del self._pending_restarts[slot]
+                self._spawn(slot)
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
+
+        def enqueue(signum, _frame):
+            self.signals.append(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(signum, enqueue)
+
+    def _poll(self, timeout_s: float) -> None:
+        selector = self._selector()
+        for key, _ in selector.select(timeout_s):
+            if key.fd == self.wakeup_r:
+                try:
+                    os.read(self.wakeup_r, 4096)
+                except BlockingIOError:
+                    pass
+            elif key.fd == self.events_r:
+                self._drain_events()
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if not self.stopping:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                self.stopping = True
+            elif signum == signal.SIGCHLD:
+                self._reap()
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: configuration reload is not supported; restart to apply changes")
+        self._reap()
+
+    def _selector(self) -> selectors.BaseSelector:
+        if not hasattr(self, "_sel"):
+            self._sel = selectors.DefaultSelector()
+            self._sel.register(self.wakeup_r, selectors.EVENT_READ)
+            self._sel.register(self.events_r, selectors.EVENT_READ)
+        return self._sel
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            self._poll(0.2)
+            self._restart_due()
+            for worker in self.workers.values():
+                if not worker.ready and worker.pid > 0 and worker.ready_r >= 0:
+                    if not self._check_ready(worker):
+                        log.error("restarted worker %d failed to start", worker.slot)
+                        worker.ready_r = -1
+
+    def _drain_events(self) -> None:
+        """Workers report topics that got a store (first put): register them in ZooKeeper."""
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.events_r, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        for line in buf.decode("utf-8", "replace").splitlines():
+            kind, _, topic = line.partition(" ")
+            if kind == "topic" and topic and topic not in self._topics:
+                self._topics.add(topic)
+                if self.registry is not None:
+                    self.registry.register_new_topic(topic)
+
+    def _stop_workers(self) -> None:
+        self.stopping = True
+        for worker in self.workers.values():
+            if worker.pid > 0:
+                try:
+                    os.kill(worker.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(w.pid > 0 for w in self.workers.values()) and time.monotonic() < deadline:
+            self._poll(0.05)
+            for slot, worker in list(self.workers.items()):
+                if worker.pid <= 0:
+                    del self.workers[slot]
+        for worker in list(self.workers.values()):
+            if worker.pid > 0:
+                log.error("worker %d (pid %d) did not stop in %.0f s: killing it", worker.slot,
+                          worker.pid, STOP_TIMEOUT_S)
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    os.waitpid(worker.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        self.workers.clear()
+
+    def _write_ready_file(self) -> None:
+        if self.ready_file is None:
+            return
+        info = {"pid": os.getpid(), "host": self.config.listen_host, "port": self.port,
+                "url": self.broker_url, "broker_id": self.config.broker_id,
+                "workers": {str(w.slot): w.pid for w in self.workers.values()}}
+        tmp = self.ready_file.with_name(self.ready_file.name + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.ready_file)
+
+
+def bind_listeners(host: str, port: int, count: int) -> tuple[list[socket.socket], int]:
+    """``count`` listening sockets sharing one port (SO_REUSEPORT); port 0 picks a free one.
+
+    A plain bind probe first makes a port already used by anyone else an error, instead of
+    silently sharing it with another process of the same user."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            probe.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"port {port} on {host} is already in use") from exc
+            raise
+        probe.close()
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(1024)
+            sock.set_inheritable(True)
+            sockets.append(sock)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets, port
+
+
+def broker_url(config: Config, port: int) -> str:
+    """``meta://host:port`` as registered and quoted in error texts (MetaQ's rule: hostName,
+    else the address we listen on, else the first non-loopback address)."""
+    host = config.host_name
+    if not host:
+        host = config.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = _first_non_loopback() or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"meta://{host}:{port}"
+
+
+def _first_non_loopback() -> str | None:
+    """The machine's first non-loopback IPv4 address by its host name (no network traffic)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return None
+    for info in infos:
+        address = info[4][0]
+        if not address.startswith("127."):
+            return address
+    return None
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

@@ -1,0 +1,226 @@
+"""A worker process: owns a partition group, serves connections, appends, flushes.
+
+Imports: stdlib (asyncio, socket), metaq_fast.storage and the broker modules. Never ZooKeeper.
+
+A worker is forked by the supervisor. It recovers the partitions it owns, then accepts
+connections on its own listening socket of the port's SO_REUSEPORT group (the kernel spreads
+connections over the workers; the sockets belong to the supervisor, so connections wait in the
+backlog while a worker restarts), and on an abstract unix socket through which other workers
+forward puts for its partitions. SIGTERM: stop accepting, send what is pending (bounded), flush
+and seal every partition, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from ..storage import MessageIdAllocator
+from . import logs
+from .connection import Connection
+from .counters import CounterRow, Counters
+from .flusher import Flusher
+from .handler import Handler
+from .partitions import PartitionTable
+from .routing import worker_socket_name
+from .stats import StatsService
+
+log = logging.getLogger(__name__)
+
+STOP_DRAIN_S = 5.0  # how long a stopping worker keeps sending replies still pending
+EXIT_BOOT_ERROR = 3  # the worker cannot start (bad data on disk): do not restart it in a loop
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class WorkerSpec:
+    slot: int
+    workers: int
+    config: Config
+    listen_socket: socket.socket
+    instance: str
+    counters: Counters
+    reset_block: object
+    closed: object
+    port: int
+    broker_url: str
+    started_s: float
+    ready_fd: int
+    events_fd: int
+    supervisor_pid: int
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec):
+        self.spec = spec
+        self.config = spec.config
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.counters = spec.counters.row(spec.slot)
+        self.counters.add(CounterRow.WORKER_STARTS)
+        ids = MessageIdAllocator(self.config.broker_id, spec.slot, spec.workers)
+        self.table = PartitionTable(self.config, slot=spec.slot, workers=spec.workers, ids=ids)
+        self.flusher = Flusher(self.loop, self.counters)
+        self.stats = StatsService(self.table, spec.counters, port=spec.port,
+                                  started_s=spec.started_s, reset_block=spec.reset_block,
+                                  closed=spec.closed)
+        self.handler = Handler(self.table, broker_url=spec.broker_url, counters=self.counters,
+                               flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed)
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self._pipe_listener: socket.socket | None = None
+        self._announced: set[str] = set()
+
+    def pipe_address(self, slot: int) -> str:
+        return worker_socket_name(self.spec.instance, slot)
+
+    # ---- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        began = time.monotonic()
+        opened = self.table.open_owned()
+        for partition_log in opened:
+            self.flusher.track(partition_log)
+            self.announce_topic(partition_log.topic)
+        dropped = sum(p.recovered_bytes_dropped for p in opened)
+        log.info("recovered %d partition(s) in %.0f ms%s", len(opened),
+                 (time.monotonic() - began) * 1e3,
+                 f", {dropped} bytes of torn tail dropped" if dropped else "")
+        pipe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        pipe.bind(self.pipe_address(self.spec.slot))
+        pipe.listen(128)
+        pipe.setblocking(False)
+        self._pipe_listener = pipe
+        self.loop.add_reader(pipe.fileno(), self._accept, pipe, "worker-pipe")
+        listener = self.spec.listen_socket
+        listener.setblocking(False)
+        self.loop.add_reader(listener.fileno(), self._accept, listener, None)
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop)
+        self.flusher.start()
+        self.table.on_created = self._on_partition_created
+
+    def _on_partition_created(self, partition_log) -> None:
+        self.flusher.track(partition_log)
+        self.announce_topic(partition_log.topic)
+
+    def announce_topic(self, topic: str) -> None:
+        """Tell the supervisor a topic has a store here (it registers it in ZooKeeper)."""
+        if topic in self._announced:
+            return
+        self._announced.add(topic)
+        try:
+            os.write(self.spec.events_fd, f"topic {topic}\n".encode("utf-8"))
+        except OSError as exc:
+            log.warning("could not tell the supervisor about topic %s: %s", topic, exc)
+
+    def _accept(self, listener: socket.socket, label: str | None) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            if self.stopping:
+                sock.close()
+                continue
+            peer = label or (f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr))
+            self.connections.add(Connection(self, sock, peer))
+            if label is None:  # a client, not another worker's forwarding pipe
+                self.counters.add(CounterRow.CONNECTIONS)
+                self.counters.add(CounterRow.CONNECTIONS_TOTAL)
+
+    def connection_closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if conn.peer != "worker-pipe":
+                self.counters.add(CounterRow.CONNECTIONS, -1)
+
+    # ---- stop ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("stopping: %d connection(s) open", len(self.connections))
+        self.loop.remove_reader(self.spec.listen_socket.fileno())
+        if self._pipe_listener is not None:
+            self.loop.remove_reader(self._pipe_listener.fileno())
+            self._pipe_listener.close()
+        for conn in list(self.connections):
+            conn.close_after_flush()
+            conn._flush()
+        self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.close()
+        self.loop.stop()
+
+    def close(self) -> None:
+        self.flusher.close()
+        self.table.close()
+        log.info("stopped: all partitions flushed and closed")
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Body of a forked worker; never returns."""
+    code = 0
+    try:
+        os.environ["METAQ_FAST_ROLE"] = f"worker-{spec.slot}"
+        logs.set_role(f"worker-{spec.slot}")
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, who stops us
+        _die_with_parent(spec.supervisor_pid)
+        worker = Worker(spec)
+        try:
+            worker.start()
+        except Exception as exc:
+            log.exception("worker %d cannot start", spec.slot)
+            _tell(spec.ready_fd, f"failed {type(exc).__name__}: {exc}\n")
+            os._exit(EXIT_BOOT_ERROR)
+        gc.collect()
+        gc.freeze()  # start-up objects are never garbage: keep them out of every collection
+        gc.set_threshold(50_000, 20, 20)
+        _tell(spec.ready_fd, "ready\n")
+        try:
+            worker.loop.run_forever()
+        finally:
+            worker.close()
+    except BaseException:
+        log.exception("worker %d failed", spec.slot)
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    """If the supervisor is killed (even with SIGKILL) we get SIGTERM: stop cleanly, never run
+    on as an orphan serving a broker that has left ZooKeeper."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _tell(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.close(fd)
+    except OSError:
+        pass
