@@ -25,38 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from metaq_fast.errors import InvalidArgumentError, NoBrokerError
 from metaq_fast.zk import paths
+from metaq_fast.zk.paths import Partition  # re-exported: the client's partition type
 
 # Java's PositiveAtomicCounter: an int incremented then masked to be non-negative.
 _JAVA_INT_MASK = 0x7FFFFFFF
-
-
-@dataclass(frozen=True, order=True, slots=True)
-class Partition:
-    """One partition of a topic on one broker; orders numerically by ``(broker_id, partition)``.
-
-    ``str(p)`` is MetaQ's ``"<brokerId>-<partition>"`` (the consumer-side partition string and
-    the name of owner and offset nodes); sort those strings, not ``Partition`` objects, where
-    MetaQ sorts as strings (consumer balancing).
-    """
-
-    broker_id: int
-    partition: int
-
-    def __post_init__(self) -> None:
-        paths.partition_string(self.broker_id, self.partition)  # validates both numbers
-
-    def __str__(self) -> str:
-        return f"{self.broker_id}-{self.partition}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Partition":
-        """``"0-3"`` -> ``Partition(0, 3)``.
-
-        Raises:
-            ValueError: not ``<digits>-<digits>`` (``paths.parse_partition_string``).
-        """
-        broker_id, partition = paths.parse_partition_string(text)
-        return cls(broker_id, partition)
 
 
 @runtime_checkable

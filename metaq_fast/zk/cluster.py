@@ -54,9 +54,9 @@ from kazoo.protocol.states import KazooState
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from metaq_fast import names
-from metaq_fast.client.selector import Partition
 from metaq_fast.errors import InvalidArgumentError, ZooKeeperError
 from metaq_fast.zk import paths
+from metaq_fast.zk.paths import Partition
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from collections.abc import Iterable
 
 from metaq_fast.errors import InvalidArgumentError, InvalidNameError
@@ -518,3 +519,35 @@ def encode_config_checksum(checksum: int) -> bytes:
 def parse_config_checksum(data: bytes | str) -> int:
     """``master_config_checksum`` data -> int (any Java long is accepted)."""
     return _parse_java_long(decode_text(data), "config checksum")
+
+
+# ---- the partition value type (clients order producer partitions by it) ------------------
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Partition:
+    """One partition of a topic on one broker; orders numerically by ``(broker_id, partition)``.
+
+    ``str(p)`` is MetaQ's ``"<brokerId>-<partition>"`` (the consumer-side partition string and
+    the name of owner and offset nodes); sort those strings, not ``Partition`` objects, where
+    MetaQ sorts as strings (consumer balancing).
+    """
+
+    broker_id: int
+    partition: int
+
+    def __post_init__(self) -> None:
+        partition_string(self.broker_id, self.partition)  # validates both numbers
+
+    def __str__(self) -> str:
+        return f"{self.broker_id}-{self.partition}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Partition":
+        """``"0-3"`` -> ``Partition(0, 3)``.
+
+        Raises:
+            ValueError: not ``<digits>-<digits>`` (``parse_partition_string``).
+        """
+        broker_id, partition = parse_partition_string(text)
+        return cls(broker_id, partition)

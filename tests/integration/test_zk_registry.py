@@ -147,11 +147,9 @@ def private_zk(tmp_path: Path) -> Iterator[Callable[[], LocalZooKeeper]]:
         pytest.skip(str(e))
     servers: list[LocalZooKeeper] = []
 
-    def make(port: int | None = None) -> LocalZooKeeper:
+    def make() -> LocalZooKeeper:
         # An explicit port, so a restart can never move to another one.
-        server = LocalZooKeeper(
-            tmp_path / f"zk{len(servers)}", port=port or free_port(), test_mode=True
-        )
+        server = LocalZooKeeper(tmp_path / f"zk{len(servers)}", port=free_port(), test_mode=True)
         servers.append(server)
         return server.start()
 
@@ -540,32 +538,6 @@ def test_registry_comes_back_after_zookeeper_restarts(
     assert_topic_registered(client, "test", 2, session)
     assert_topic_registered(client, "while-down", 1, session)
     assert "suspended" in states.states
-
-
-def test_registry_comes_back_after_zookeeper_loses_its_data(
-    private_zk, private_client, make_registry
-):
-    """ZooKeeper back on the same port but without our session: LOST, then a full re-register."""
-    zk = private_zk()
-    states = StateLog()
-    registry = make_registry(zk.connect_string, config_checksum=CHECKSUM, on_change=states)
-    registry.start(timeout_s=10)
-    assert registry.register_topic("test", 2)
-    old_session = registry.session_id
-
-    zk.stop()
-    wait_until(lambda: registry.state == "suspended", timeout_s=10)
-    fresh = private_zk(port=zk.port)  # an empty data directory: the session is unknown there
-    wait_until(
-        lambda: registry.wait_registered(0) and registry.session_id not in (None, old_session),
-        timeout_s=30,
-        message=lambda: f"not registered again: {registry.state}",
-    )
-    session = registry.session_id
-    client = private_client(fresh.connect_string)
-    assert_broker_registered(client, session)
-    assert_topic_registered(client, "test", 2, session)
-    assert "lost" in states.states
 
 
 def test_stop_with_zookeeper_unreachable_returns_within_its_timeout(private_zk, make_registry):

@@ -26,7 +26,7 @@ def test_paths_module_is_pure():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"__future__", "json", "re", "collections", "metaq_fast"}, imported
+    assert imported <= {"__future__", "json", "re", "collections", "dataclasses", "metaq_fast"}, imported
 
 
 # ---- root ----------------------------------------------------------------------------------
