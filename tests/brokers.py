@@ -22,7 +22,14 @@ from metaq_fast.protocol import NEED_DATA, ResponseDecoder
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-STARTED: list["BrokerProcess"] = []  # every broker a test started, for cleanup and log dumps
+STARTED: list["BrokerProcess"] = []
+
+
+def die_with_parent() -> None:
+    """In the broker child: SIGTERM when the test process dies, even by SIGKILL, so a killed
+    test run never leaves a broker behind (its workers follow their supervisor)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG  # every broker a test started, for cleanup and log dumps
 
 
 def server_ini(*, broker_id=0, port=0, data_path: Path, workers=2, zk_connect: str | None = None,
@@ -85,7 +92,7 @@ class BrokerProcess:
             [sys.executable, "-m", "metaq_fast.cli", "-f", str(self.config_path), "--ready-file",
              str(self.ready_path), *extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         STARTED.append(self)
         deadline = time.monotonic() + timeout_s

@@ -72,6 +72,7 @@ class Connection:
         self.closing = False
         self.closed = False
         self.pipes: dict[int, ForwardPipe] = {}
+        self.from_worker = peer == "worker-pipe"  # puts forwarded by another worker
         self.loop.add_reader(self.fd, self._on_readable)
 
     # ---- input ----------------------------------------------------------------------------
@@ -141,17 +142,19 @@ class Connection:
         self.queued_bytes += len(data)
         future.add_done_callback(lambda _f: pending.resolve(data))
 
-    def forward(self, slot: int, request: bytes, replies: int, fail) -> None:
-        """Send ``request`` (encoded commands) to the worker owning their partition; their
-        ``replies`` answers take this place in the queue. ``fail()`` gives the replies to send
-        instead if that worker cannot answer."""
+    def forward(self, slot: int, request: bytes, replies: int, fail, convert=None,
+                extra=None) -> None:
+        """Send ``request`` (encoded commands; ``extra``: more bytes after it, sent without a
+        copy) to the worker owning their partition; their ``replies`` answers take this place
+        in the queue, through ``convert(frames)`` if given. ``fail(skip)`` gives the replies to
+        send instead if that worker cannot answer (``skip``: frames already received)."""
         pipe = self.pipes.get(slot)
         if pipe is None or pipe.broken:
             pipe = ForwardPipe(self, slot)
             self.pipes[slot] = pipe
         pending = Pending(self._flush)
         self.queue.append(pending)
-        pipe.send(request, replies, pending, fail)
+        pipe.send(request, replies, pending, fail, convert, extra)
 
     def close_after_flush(self) -> None:
         self.closing = True
@@ -278,12 +281,15 @@ class ForwardPipe:
         self.fd = self.sock.fileno()
         self.loop.add_reader(self.fd, self._on_readable)
 
-    def send(self, request: bytes, replies: int, pending: Pending, fail) -> None:
+    def send(self, request: bytes, replies: int, pending: Pending, fail, convert=None,
+             extra=None) -> None:
         if self.broken:
-            pending.resolve(fail())
+            pending.resolve(fail(0))
             return
-        self.waiting.append([pending, replies, [], fail])
+        self.waiting.append([pending, replies, [], fail, convert])
         self.outbuf.append(request)
+        if extra is not None:
+            self.outbuf.append(extra)
         self._write()
 
     def _write(self) -> None:
@@ -339,7 +345,15 @@ class ForwardPipe:
             entry[1] -= 1
             if entry[1] == 0:
                 waiting.popleft()
-                entry[0].resolve(b"".join(entry[2]) if len(entry[2]) > 1 else entry[2][0])
+                frames = b"".join(entry[2]) if len(entry[2]) > 1 else entry[2][0]
+                convert = entry[4]
+                if convert is not None:
+                    try:
+                        frames = convert(frames)
+                    except Exception:
+                        log.exception("cannot turn worker %d's answer into replies", self.slot)
+                        frames = entry[3](0)
+                entry[0].resolve(frames)
             pos = end
         self.inbuf = buf[pos:]
 
@@ -349,8 +363,11 @@ class ForwardPipe:
         self.broken = True
         log.warning("forwarding pipe to worker %d closed with %d request(s) unanswered",
                     self.slot, len(self.waiting))
-        for pending, _, frames, fail in self.waiting:
-            pending.resolve(b"".join(frames) + fail(skip=len(frames)))
+        for pending, _, frames, fail, convert in self.waiting:
+            if convert is not None or not frames:
+                pending.resolve(fail(0))
+            else:
+                pending.resolve(b"".join(frames) + fail(len(frames)))
         self.waiting.clear()
         self.close()
 

@@ -51,6 +51,7 @@ from ..protocol import (
     encode_result,
     encode_value_header,
     encode_values_header,
+    parse_putm_ok,
 )
 from ..storage import NotRecordBoundaryError
 from .counters import CounterRow
@@ -174,18 +175,18 @@ class Handler:
         return None if slot == self.table.slot else slot
 
     def _puts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys) -> None:
-        """Puts of one connection to one partition, in order (``flags``: one int or a list)."""
-        count = len(opaques)
+        """Puts of one connection to one partition, in order (``flags``: one int or a list).
+
+        Validation (MetaQ's rules, checksums, sizes) happens here, in the worker that received
+        them. Accepted puts are appended here if this worker owns the partition; otherwise they
+        go to the owner as one ``putm`` (encoded once, vectorised, vouched for by one xxh3) and
+        the owner's single answer is turned back into one MetaQ reply per put. Decoding and
+        appending then run on two cores.
+        """
         if partition == -1:
             partition = self._choose_partition(topic)
-        owner = self._remote_owner(topic, partition)
-        if owner is not None:  # counted by the owner, which answers them
-            self.counters.add(CounterRow.FORWARDED, count)
-            request = encode_puts(topic, partition, datas, flags, checksums, opaques, tx_keys)
-            out.forward(owner, request, count,
-                        lambda skip=0: self._unavailable(topic, partition, opaques[skip:]))
-            return
-        self.counters.add(CounterRow.CMD_PUT, count)
+        if not getattr(out, "from_worker", False):
+            self.counters.add(CounterRow.CMD_PUT, len(opaques))
         try:
             self.table.check_put(topic, partition)
         except errors.MetaqError as exc:
@@ -202,36 +203,66 @@ class Handler:
         too_big = lengths > self.config.message_bytes_max
         ok &= ~too_big
         if tx_keys is not None:
-            has_tx = np.array([k is not None for k in tx_keys], dtype=bool)
-            ok &= ~has_tx
+            ok &= ~np.array([k is not None for k in tx_keys], dtype=bool)
         if ok.all():
-            log_, result = self._append(topic, partition, datas, lengths, crcs, flags)
-            if result is None:
-                self._fail_all(out, topic, partition, opaques, INTERNAL_SERVER_ERROR, None)
+            kept = datas, lengths, crcs, flags
+        else:
+            keep = np.flatnonzero(ok)
+            if not len(keep):
+                out.write(self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
+                                        None, None))
                 return
-            replies = encode_put_ok_many(result.msg_ids, partition, result.offsets,
-                                         np.asarray(opaques, dtype=np.int64))
-            self._reply_after_durable(out, log_, result.end_offset, replies)
-            return
-        self._puts_mixed(out, topic, partition, datas, flags, opaques, tx_keys, lengths, crcs,
-                         ok, too_big)
-
-    def _puts_mixed(self, out, topic, partition, datas, flags, opaques, tx_keys, lengths, crcs,
-                    ok, too_big) -> None:
-        """Some puts of a batch are refused: append the others as one batch, answer all in
-        order."""
-        keep = np.flatnonzero(ok).tolist()
-        log_, result = None, None
-        if keep:
             kept_flags = flags if isinstance(flags, int) else np.asarray(flags, dtype=np.int32)[keep]
-            log_, result = self._append(topic, partition, [datas[i] for i in keep],
-                                        lengths[keep], crcs[keep], kept_flags)
-        stored = iter(())
-        if result is not None:
-            stored = iter(zip(result.msg_ids.tolist(), result.offsets.tolist()))
+            kept = [datas[i] for i in keep.tolist()], lengths[keep], crcs[keep], kept_flags
+        owner = self._remote_owner(topic, partition)
+        if owner is not None:
+            self._forward_puts(out, owner, topic, partition, kept, opaques, tx_keys, lengths, ok,
+                               too_big)
+            return
+        log_, result = self._append(topic, partition, *kept)
+        if result is None:
+            self._fail_all(out, topic, partition, opaques, INTERNAL_SERVER_ERROR, None)
+            return
+        replies = self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
+                                result.msg_ids, result.offsets)
+        self._reply_after_durable(out, log_, result.end_offset, replies)
+
+    def _forward_puts(self, out, owner, topic, partition, kept, opaques, tx_keys, lengths, ok,
+                      too_big) -> None:
+        datas, kept_lengths, crcs, flags = kept
+        self.counters.add(CounterRow.FORWARDED, len(datas))
+        kept_lengths = np.asarray(kept_lengths, dtype=np.int64)
+        records = message.encode_records(datas, 0, flags, crcs, kept_lengths)
+        body = kept_lengths.astype(">u4").tobytes() + bytes(records)
+        request = b"putm %s %d %d %d %d 0\r\n" % (
+            topic.encode("utf-8"), partition, len(datas), len(body), xxhash.xxh3_64_intdigest(body))
+        relative = message.positions_from_lengths(kept_lengths)
+
+        def convert(frame: bytes) -> bytes:
+            head, _, reply_body = frame.partition(b"\r\n")
+            code = int(head.split(b" ")[1])
+            if code != SUCCESS:  # the owner refused the batch: each put gets its answer
+                return b"".join(encode_result(code, reply_body, o) for o in opaques)
+            _p, first_offset, ids = parse_putm_ok(reply_body)
+            return self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big, ids,
+                                 relative + first_offset)
+
+        def fail(skip: int = 0) -> bytes:
+            return self._unavailable(topic, partition, opaques)
+
+        out.forward(owner, request, 1, fail, convert, extra=body)
+
+    def _replies(self, topic, partition, opaques, tx_keys, lengths, ok, too_big, ids,
+                 offsets) -> bytes:
+        """One reply per put, in order: accepted ones with their id and offset (``ids`` and
+        ``offsets`` hold the accepted puts only), refused ones with MetaQ's error text."""
+        if ids is not None and len(ids) == len(opaques):
+            return encode_put_ok_many(ids, partition, offsets, np.asarray(opaques, dtype=np.int64))
+        stored = iter(()) if ids is None else iter(zip(np.asarray(ids).tolist(),
+                                                       np.asarray(offsets).tolist()))
         replies = []
         for i, opaque in enumerate(opaques):
-            if ok[i] and result is not None:
+            if ok[i] and ids is not None:
                 msg_id, offset = next(stored)
                 replies.append(encode_result(SUCCESS, b"%d %d %d" % (msg_id, partition, offset),
                                              opaque))
@@ -249,11 +280,7 @@ class Handler:
                 code, detail = INTERNAL_SERVER_ERROR, (
                     "Checksum failure,message may be corrupted when transfering on networking.")
             replies.append(self._failure(topic, partition, opaque, code, detail))
-        block = b"".join(replies)
-        if log_ is not None:
-            self._reply_after_durable(out, log_, result.end_offset, block)
-        else:
-            out.write(block)
+        return b"".join(replies)
 
     def _unavailable(self, topic: str, partition: int, opaques) -> bytes:
         self.counters.add(CounterRow.PUT_FAILED, len(opaques))
@@ -298,7 +325,8 @@ class Handler:
             out.forward(owner, encode(forwarded), 1,
                         lambda skip=0: self._unavailable(topic, partition, [cmd.opaque][skip:]))
             return
-        self.counters.add(CounterRow.CMD_PUT)
+        if not getattr(out, "from_worker", False):
+            self.counters.add(CounterRow.CMD_PUT)
         try:
             self.table.check_put(topic, partition)
             if (topic, partition) in self.closed:
@@ -445,19 +473,3 @@ class Handler:
     def _admin(self, out, cmd: AdminCommand) -> None:
         code, body = self.stats.admin(cmd.verb, cmd.args)
         out.write(encode_result(code, body, cmd.opaque))
-
-
-def encode_puts(topic: str, partition: int, datas, flags, checksums, opaques, tx_keys) -> bytes:
-    """MetaQ put commands for a batch (to forward it to the owning worker)."""
-    parts = []
-    if tx_keys is None and isinstance(flags, int):
-        prefix = b"put %s %d " % (topic.encode("utf-8"), partition)
-        for data, checksum, opaque in zip(datas, checksums, opaques):
-            parts.append(prefix + b"%d %d %d %d\r\n" % (len(data), flags, checksum, opaque))
-            parts.append(data)
-        return b"".join(parts)
-    flag_list = [flags] * len(opaques) if isinstance(flags, int) else list(flags)
-    keys = tx_keys if tx_keys is not None else [None] * len(opaques)
-    for data, flag, checksum, opaque, key in zip(datas, flag_list, checksums, opaques, keys):
-        parts.append(encode(PutCommand(topic, partition, bytes(data), int(flag), checksum, key, opaque)))
-    return b"".join(parts)

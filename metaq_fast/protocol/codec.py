@@ -909,46 +909,82 @@ def _extend_put_run(run: PutRun, buf: bytes, pos: int, have: int, prefix: bytes,
     """Append to ``run`` the puts at ``pos`` whose line starts with ``prefix`` (``put <topic>
     <partition> <length> <flag> ``), stopping at anything else; returns the new position.
 
-    Only the line's tail (``[<checksum> ]<opaque>``) differs between such puts. It is checked to
-    hold nothing but digits, '-' and one or two tokens, so ``int`` sees exactly what Java's
-    ``parseInt`` would accept; anything unusual is left for the general path.
+    Only the line's tail (``[<checksum> ]<opaque>``) differs between such puts. The loop only
+    finds the lines and slices the bodies; the tails are checked and parsed together afterwards
+    (one ``translate`` proves they hold nothing but digits, '-' and spaces, so ``int`` sees
+    exactly what Java's ``parseInt`` accepts). If any tail is unusual the run stops before it and
+    the general path decodes it.
     """
-    datas, checksums, opaques = run.datas, run.checksums, run.opaques
+    datas, tails = [], []
+    start = pos
     startswith = buf.startswith
     find = buf.find
     plen = len(prefix)
+    view = memoryview(buf) if length > copy_max else None
     while room > 0 and startswith(prefix, pos):
         tail_start = pos + plen
         eol = find(b"\r\n", tail_start, tail_start + 24)
         if eol < 0:
             break
-        tail = buf[tail_start:eol]
-        if tail.translate(None, _TAIL_CHARS):
-            break
-        toks = tail.split(b" ")
-        try:
-            if len(toks) == 2:
-                checksum = int(toks[0])
-                opaque = int(toks[1])
-            elif len(toks) == 1:
-                checksum = -1
-                opaque = int(toks[0])
-            else:
-                break
-        except ValueError:
-            break
-        if not (-2147483649 < checksum < 2147483648 and -2147483649 < opaque < 2147483648):
-            break
-        start = eol + 2
-        end = start + length
+        end = eol + 2 + length
         if end > have:
             break
-        datas.append(buf[start:end] if length <= copy_max else memoryview(buf)[start:end])
-        checksums.append(checksum)
-        opaques.append(opaque)
+        tails.append(buf[tail_start:eol])
+        datas.append(buf[eol + 2 : end] if view is None else view[eol + 2 : end])
         room -= 1
         pos = end
+    if not tails:
+        return pos
+    parsed = _parse_tails(tails)
+    if parsed is None:  # something unusual: one by one, up to the first odd tail
+        checksums, opaques = [], []
+        pos = start
+        for i, tail in enumerate(tails):
+            one = _parse_tails([tail])
+            if one is None:
+                del datas[i:]
+                break
+            pos += plen + len(tail) + 2 + length
+            checksums += one[0]
+            opaques += one[1]
+        parsed = checksums, opaques
+    run.datas.extend(datas)
+    run.checksums.extend(parsed[0])
+    run.opaques.extend(parsed[1])
     return pos
+
+
+def _parse_tails(tails: list[bytes]) -> tuple[list[int], list[int]] | None:
+    """(checksums, opaques) of put-line tails ``"<checksum> <opaque>"`` or ``"<opaque>"``, all of
+    one form; None if any is not two (or one) Java ints."""
+    joined = b" ".join(tails)
+    if joined.translate(None, _TAIL_CHARS):
+        return None
+    tokens = joined.split(b" ")
+    n = len(tails)
+    if len(tokens) == 2 * n and tokens[0::2].count(b"-1") == n and joined.count(b" ") == 2 * n - 1:
+        # the usual 7-token form without checksum: only the opaques need parsing
+        try:
+            opaques = list(map(int, tokens[1::2]))
+        except ValueError:
+            return None
+        if min(opaques) < -2147483648 or max(opaques) > 2147483647:
+            return None
+        return [-1] * n, opaques
+    try:
+        numbers = list(map(int, tokens))
+    except ValueError:
+        return None
+    if not numbers or min(numbers) < -2147483648 or max(numbers) > 2147483647:
+        return None
+    if len(numbers) == 2 * n:
+        checksums, opaques = numbers[0::2], numbers[1::2]
+        if joined.count(b" ") != 2 * n - 1:
+            return None
+        return checksums, opaques
+    if len(numbers) == n:
+        return [-1] * n, numbers
+    return None  # the two forms mixed in one run: the general path takes them one by one
 
 
 class ResponseDecoder(_Decoder):
@@ -1336,8 +1372,19 @@ def encode_put_ok_many(
             values[:, 4] = offs
             return (b"result 200 %d %d\r\n%d %d %d" * n) % tuple(values.ravel().tolist())
         middle = b" %d " % int(parts)
+        body_len = _chars(ids) + _chars(offs) + len(middle)
+        first_len = int(body_len[0])
+        if int(body_len.min()) == int(body_len.max()):
+            # Usual case (ids and offsets of a batch have the same widths): the length is a
+            # constant of the template, one substitution fewer per reply.
+            values = np.empty((n, 3), dtype=np.int64)
+            values[:, 0] = opqs
+            values[:, 1] = ids
+            values[:, 2] = offs
+            template = b"result 200 %d %%d\r\n%%d%s%%d" % (first_len, middle.replace(b"%", b"%%"))
+            return (template * n) % tuple(values.ravel().tolist())
         values = np.empty((n, 4), dtype=np.int64)
-        values[:, 0] = _chars(ids) + _chars(offs) + len(middle)
+        values[:, 0] = body_len
         values[:, 1] = opqs
         values[:, 2] = ids
         values[:, 3] = offs

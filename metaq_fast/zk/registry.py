@@ -1,4 +1,4 @@
-"""A broker's registration in MetaQ's ZooKeeper tree, kept alive across connection and session loss.
+"""A broker's registration in MetaQ's ZooKeeper tree, kept across connection and session loss.
 
 Used by the broker's supervisor process only; workers never talk to ZooKeeper. Follows
 ``metaq-protocol.md`` 6.2 (MetaQ's ``BrokerZooKeeper.java``): at start the ephemeral
@@ -144,7 +144,9 @@ class BrokerRegistry:
         op_timeout_ms: int | None = None,
     ):
         if not isinstance(connect, str) or not connect.strip():
-            raise InvalidArgumentError(f"ZooKeeper connect string must be non-empty, got {connect!r}")
+            raise InvalidArgumentError(
+                f"ZooKeeper connect string must be non-empty, got {connect!r}"
+            )
         self._root = paths.normalize_root(root)
         self._broker_id = broker_id
         self._master_path = paths.broker_master_path(self._root, broker_id)  # validates the id
@@ -164,7 +166,9 @@ class BrokerRegistry:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(sync_time_ms, int) or isinstance(sync_time_ms, bool) or sync_time_ms < 0:
-            raise InvalidArgumentError(f"sync_time_ms must be an integer >= 0, got {sync_time_ms!r}")
+            raise InvalidArgumentError(
+                f"sync_time_ms must be an integer >= 0, got {sync_time_ms!r}"
+            )
         if config_checksum is not None:
             paths.encode_config_checksum(config_checksum)  # validates
         self._connect = connect
@@ -277,7 +281,8 @@ class BrokerRegistry:
             self._fail_start(client, deadline)
             raise ZooKeeperError(
                 f"cannot connect to ZooKeeper at {self._connect!r} within {connect_timeout_s:g} s "
-                f"(zk.zkConnectionTimeoutMs={int(self._connection_timeout_s * 1000)}); is it running?"
+                f"(zk.zkConnectionTimeoutMs={int(self._connection_timeout_s * 1000)}); "
+                "is it running?"
             ) from None
         except Exception as e:
             self._fail_start(client, deadline)
@@ -285,7 +290,7 @@ class BrokerRegistry:
         if client.chroot:
             try:
                 chroot_exists = self._result(client.exists_async("/"), "exists", "/", deadline)
-            except ZooKeeperError as e:
+            except (ZooKeeperError, KazooException) as e:
                 self._fail_start(client, deadline)
                 raise ZooKeeperError(f"cannot read ZooKeeper at {self._connect!r}: {e}") from e
             if chroot_exists is None:
@@ -633,7 +638,9 @@ class BrokerRegistry:
             self._create(client, self._id_path, self._url_data, ephemeral=False)
         elif got[0] != self._url_data:
             self._set(client, self._id_path, self._url_data)
-        checksum_data = None if work.checksum is None else paths.encode_config_checksum(work.checksum)
+        checksum_data = (
+            None if work.checksum is None else paths.encode_config_checksum(work.checksum)
+        )
         self._reconcile_nodes(client, [(self._checksum_path, checksum_data)])
         # Topics: the desired ones, and the removed ones still to delete.
         for topic in sorted(work.topics.keys() | work.dirty):
@@ -702,8 +709,10 @@ class BrokerRegistry:
     ) -> list[tuple[str, bytes | None]]:
         """The three nodes of ``topic`` and their data (None: must not exist)."""
         bid = self._broker_id
-        legacy = paths.encode_num_parts(spec.num_partitions) if spec is not None else None
-        body = paths.encode_topic_broker_json(spec.num_partitions, bid) if spec is not None else None
+        legacy = body = None
+        if spec is not None:
+            legacy = paths.encode_num_parts(spec.num_partitions)
+            body = paths.encode_topic_broker_json(spec.num_partitions, bid)
         return [
             (paths.topic_broker_path(self._root, topic, bid), legacy),
             (

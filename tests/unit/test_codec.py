@@ -909,3 +909,40 @@ def test_long_number_tokens_never_escape_as_value_errors():
     assert err.fatal and "partition" in str(err)
     err = rejects(b"put t 0 " + b"9" * 9000 + b" 0 -1 1\r\n", RequestDecoder(max_line_bytes=20_000))
     assert err.fatal and "length" in str(err)
+
+
+# ---- PutRun fast path (the broker's decoder) ---------------------------------------------------
+
+
+def _runs(stream: bytes):
+    from metaq_fast.protocol import PutRun
+    dec = RequestDecoder(put_runs=True)
+    dec.feed(stream)
+    out = []
+    for cmd in dec.read_commands():
+        out.extend(cmd.commands() if isinstance(cmd, PutRun) else [cmd])
+    return out
+
+
+def test_put_runs_decode_the_same_puts_as_one_by_one():
+    stream = (b"put t 0 1 0 -1 1\r\na" + b"put t 0 1 0 2\r\nb" + b"put t 0 1 0 907060870 3\r\nc"
+              + b"put t 0 1 0 -1 1_0\r\nd" + b"put t 0 1 0 -1 5\r\ne" + b"put t 1 1 0 -1 6\r\nf"
+              + b"put t 0 1 0 -1 99999999999\r\ng")
+    plain = RequestDecoder()
+    plain.feed(stream)
+    expected = []
+    with pytest.raises(ProtocolError):
+        while (cmd := plain.next_command()) is not NEED_DATA:
+            expected.append(cmd)
+    dec = RequestDecoder(put_runs=True)
+    dec.feed(stream)
+    got = []
+    from metaq_fast.protocol import PutRun
+    with pytest.raises(ProtocolError):
+        while True:
+            cmds = dec.read_commands()
+            if not cmds:
+                break
+            for cmd in cmds:
+                got.extend(cmd.commands() if isinstance(cmd, PutRun) else [cmd])
+    assert got == expected and [c.opaque for c in got] == [1, 2, 3]

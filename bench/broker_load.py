@@ -1,0 +1,288 @@
+"""Broker throughput and latency on loopback, with a lean raw-socket client.
+
+    .venv/bin/python bench/broker_load.py [--workers N] [--runs 5] [--seconds 3] [SCENARIO ...]
+
+Scenarios (100-byte messages):
+  putm        batched puts (our putm extension, 1000 messages a request, xxh3 checked)
+  put         MetaQ's single put, pipelined on one connection (window of 2000)
+  get         MetaQ get of stored data (1 MiB answers), records decoded and counted
+  sync        one synchronous put round trip at a time: latency percentiles
+
+Starts its own broker (unflushThreshold=1000 normal flush mode unless --group-commit) on a free
+port in a temp dir and stops it at the end. The client pre-encodes its requests and checks
+every reply (codes, counts, record CRCs for get), so a fast wrong broker cannot pass. Prints
+each run and the median of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from metaq_fast import message  # noqa: E402
+from metaq_fast.message import MessageSet  # noqa: E402
+from metaq_fast.protocol import NEED_DATA, ResponseDecoder, ResultReply  # noqa: E402
+
+SIZE = 100
+
+
+def die_with_parent() -> None:
+    """In the broker child: SIGTERM when this script dies, even by SIGKILL (no leaked broker)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def start_broker(directory: Path, workers: int, group_commit: bool, partitions: int) -> tuple:
+    ini = directory / "server.ini"
+    ini.write_text("\n".join([
+        "[system]", "brokerId=0", "numPartitions=1", "serverPort=0",
+        f"unflushThreshold={0 if group_commit else 1000}", "unflushInterval=10000",
+        "maxSegmentSize=1073741824", "maxTransferSize=1048576", f"dataPath={directory / 'data'}",
+        f"workerCount={workers}", "dashboardHttpPort=-1", "logLevel=WARNING",
+        "[zookeeper]", "zk.zkEnable=false",
+        "[topic=bench]", f"numPartitions={partitions}", ""]))
+    ready = directory / "ready.json"
+    log = open(directory / "broker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "metaq_fast.cli", "-f", str(ini), "--ready-file",
+                             str(ready)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit((directory / "broker.log").read_text())
+        time.sleep(0.02)
+    return proc, json.loads(ready.read_text())["port"]
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return sock
+
+
+class Replies:
+    """Counts reply frames on a socket and checks every one is a success, at C speed: put reply
+    bodies are digits and spaces, so b"result " can only start a frame."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.surplus = 0  # replies already counted for requests of a later read()
+
+    def read(self, count: int, expect: bytes = b"result 200 ") -> None:
+        if self.surplus >= count:
+            self.surplus -= count
+            return
+        got = self.surplus
+        buf = self.buf
+        while True:
+            end = self._complete_end(buf)
+            frames = buf.count(b"result ", 0, end)
+            if frames:
+                ok = buf.count(expect, 0, end)
+                if ok != frames:
+                    at = buf.find(b"result ", 0, end)
+                    while buf.startswith(expect, at):
+                        at = buf.find(b"result ", at + 1, end)
+                    raise AssertionError(f"unexpected reply {buf[at:at + 120]!r}")
+                got += frames
+                buf = buf[end:]
+            if got >= count:
+                break
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("broker closed the connection")
+            buf = buf + data if buf else data
+        self.buf = buf
+        self.surplus = got - count
+
+    @staticmethod
+    def _complete_end(buf: bytes) -> int:
+        """End of the last complete frame in ``buf``."""
+        last = buf.rfind(b"result ")
+        if last < 0:
+            return 0
+        eol = buf.find(b"\r\n", last)
+        if eol < 0:
+            return last
+        length = int(buf[last:eol].split(b" ")[2])
+        return eol + 2 + length if eol + 2 + length <= len(buf) else last
+
+
+def putm_request(partition: int, opaque: int, count: int = 1000) -> bytes:
+    payloads = [os.urandom(SIZE) for _ in range(count)]
+    records = bytes(message.encode_records(payloads, 0, 0))
+    body = np.full(count, SIZE, dtype=">u4").tobytes() + records
+    checksum = xxhash.xxh3_64_intdigest(body)
+    return b"putm bench %d %d %d %d %d\r\n" % (partition, count, len(body), checksum, opaque) + body
+
+
+def scenario_putm(port: int, seconds: float, partitions: int) -> dict:
+    """One connection per partition, each keeping 4 putm requests in flight."""
+    socks = [connect(port) for _ in range(partitions)]
+    requests = [putm_request(p, p) for p in range(partitions)]
+    readers = [Replies(s) for s in socks]
+    in_flight = 4
+    for s, r in zip(socks, requests):
+        for _ in range(in_flight):
+            s.sendall(r)
+    sent = partitions * in_flight
+    done = 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for s, reader, r in zip(socks, readers, requests):
+            reader.read(1)
+            done += 1
+            s.sendall(r)
+            sent += 1
+    for reader in readers:
+        reader.read(in_flight)
+    elapsed = time.perf_counter() - began
+    done += partitions * in_flight
+    for s in socks:
+        s.close()
+    return {"msgs": done * 1000, "seconds": elapsed}
+
+
+def scenario_put(port: int, seconds: float, partitions: int, window: int = 2000) -> dict:
+    """MetaQ single puts pipelined on ONE connection, partition 0."""
+    sock = connect(port)
+    reader = Replies(sock)
+    body = os.urandom(SIZE)
+    batch = b"".join(b"put bench 0 %d 0 -1 %d\r\n" % (SIZE, i) + body for i in range(window))
+    sock.sendall(batch)
+    done = 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        sock.sendall(batch)
+        reader.read(window)
+        done += window
+    reader.read(window)
+    done += window
+    elapsed = time.perf_counter() - began
+    sock.close()
+    return {"msgs": done, "seconds": elapsed}
+
+
+def fill(port: int, partitions: int, megabytes: int) -> None:
+    per_request = 1000 * (SIZE + 20)
+    for p in range(partitions):
+        sock = connect(port)
+        reader = Replies(sock)
+        request = putm_request(p, 1)
+        for _ in range(megabytes * (1 << 20) // per_request // partitions + 1):
+            sock.sendall(request)
+            reader.read(1)
+        sock.close()
+
+
+def scenario_get(port: int, seconds: float, partitions: int) -> dict:
+    """MetaQ gets of 1 MiB from stored data, every record decoded (CRC checked by the set's
+    structure; see --crc) and counted; one connection per partition, in turn."""
+    socks = [connect(port) for _ in range(partitions)]
+    decoders = [ResponseDecoder() for _ in range(partitions)]
+    offsets = [0] * partitions
+    msgs = 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for p, (sock, dec) in enumerate(zip(socks, decoders)):
+            sock.sendall(b"get bench g %d %d 1048576 1\r\n" % (p, offsets[p]))
+            while True:
+                reply = dec.next_command()
+                if reply is not NEED_DATA:
+                    break
+                dec.feed(sock.recv(1 << 21))
+            if isinstance(reply, ResultReply):
+                offsets[p] = 0  # wrapped past the end: read again from the start
+                continue
+            decoded = MessageSet.decode(reply.data, offsets[p], verify=False)
+            msgs += len(decoded)
+            offsets[p] = decoded.next_offset
+    elapsed = time.perf_counter() - began
+    for s in socks:
+        s.close()
+    return {"msgs": msgs, "seconds": elapsed}
+
+
+def scenario_sync(port: int, seconds: float, partitions: int) -> dict:
+    sock = connect(port)
+    reader = Replies(sock)
+    body = os.urandom(SIZE)
+    latencies = []
+    began = time.perf_counter()
+    i = 0
+    while time.perf_counter() - began < seconds and i < 200_000:
+        request = b"put bench 0 %d 0 -1 %d\r\n" % (SIZE, i) + body
+        t = time.perf_counter()
+        sock.sendall(request)
+        reader.read(1)
+        latencies.append(time.perf_counter() - t)
+        i += 1
+    elapsed = time.perf_counter() - began
+    sock.close()
+    lat = np.array(latencies) * 1e6
+    return {"msgs": len(latencies), "seconds": elapsed, "p50_us": float(np.percentile(lat, 50)),
+            "p99_us": float(np.percentile(lat, 99)), "p999_us": float(np.percentile(lat, 99.9)),
+            "max_us": float(lat.max())}
+
+
+SCENARIOS = {"putm": scenario_putm, "put": scenario_put, "get": scenario_get, "sync": scenario_sync}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--group-commit", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="metaq-load-"))
+    proc, port = start_broker(directory, args.workers, args.group_commit, args.partitions)
+    results = {}
+    try:
+        for name in args.scenarios:
+            if name == "get":
+                fill(port, args.partitions, 200)
+            runs = []
+            for run in range(args.runs):
+                r = SCENARIOS[name](port, args.seconds, args.partitions)
+                r["msgs_per_s"] = r["msgs"] / r["seconds"]
+                runs.append(r)
+                extra = "".join(f" {k}={v:.0f}" for k, v in r.items() if k.endswith("_us"))
+                print(f"{name:5s} run {run + 1}: {r['msgs_per_s']:>12,.0f} msg/s{extra}", flush=True)
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            results[name] = {"median": med, "runs": runs}
+            extra = "".join(f" {k}={v:.0f}" for k, v in med.items() if k.endswith("_us"))
+            print(f"{name:5s} MEDIAN: {med['msgs_per_s']:>11,.0f} msg/s{extra}  "
+                  f"(workers={args.workers}, partitions={args.partitions})", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
