@@ -134,9 +134,29 @@ def putm_request(partition: int, opaque: int, count: int = 1000) -> bytes:
     return b"putm bench %d %d %d %d %d\r\n" % (partition, count, len(body), checksum, opaque) + body
 
 
+def owner_ports(port: int, partitions: int) -> list[int]:
+    """The direct port of each partition's owning worker (``admin layout``)."""
+    from metaq_fast.broker.routing import owner_of
+    sock = connect(port)
+    sock.sendall(b"admin layout 1\r\n")
+    data = b""
+    while b"\r\n" not in data or len(data) < data.index(b"\r\n") + 2 + int(data.split(b" ")[2]):
+        data += sock.recv(65536)
+    sock.close()
+    lines = data.split(b"\r\n", 1)[1].decode().splitlines()
+    workers = int(lines[0].split()[1])
+    ports = {int(slot): int(p) for _, slot, p in (line.split() for line in lines[2:])}
+    return [ports[owner_of("bench", partition, workers)] for partition in range(partitions)]
+
+
+DIRECT = {"on": True}
+
+
 def scenario_putm(port: int, seconds: float, partitions: int) -> dict:
-    """One connection per partition, each keeping 4 putm requests in flight."""
-    socks = [connect(port) for _ in range(partitions)]
+    """One connection per partition (to its owning worker, unless --via-main-port), each
+    keeping 4 putm requests in flight."""
+    ports = owner_ports(port, partitions) if DIRECT["on"] else [port] * partitions
+    socks = [connect(p) for p in ports]
     requests = [putm_request(p, p) for p in range(partitions)]
     readers = [Replies(s) for s in socks]
     in_flight = 4
@@ -194,23 +214,25 @@ def fill(port: int, partitions: int, megabytes: int) -> None:
 
 
 def scenario_get(port: int, seconds: float, partitions: int) -> dict:
-    """MetaQ gets of 1 MiB from stored data, every record decoded (CRC checked by the set's
-    structure; see --crc) and counted; one connection per partition, in turn."""
+    """MetaQ gets of 1 MiB from stored data: one connection per partition, all partitions'
+    gets in flight at once; every answer decoded into records and counted (the answer's bytes
+    were verified by the broker's batch checksums; see MessageSet.decode for client CRCs)."""
     socks = [connect(port) for _ in range(partitions)]
     decoders = [ResponseDecoder() for _ in range(partitions)]
     offsets = [0] * partitions
     msgs = 0
     began = time.perf_counter()
     while time.perf_counter() - began < seconds:
-        for p, (sock, dec) in enumerate(zip(socks, decoders)):
+        for p, sock in enumerate(socks):
             sock.sendall(b"get bench g %d %d 1048576 1\r\n" % (p, offsets[p]))
+        for p, (sock, dec) in enumerate(zip(socks, decoders)):
             while True:
                 reply = dec.next_command()
                 if reply is not NEED_DATA:
                     break
                 dec.feed(sock.recv(1 << 21))
             if isinstance(reply, ResultReply):
-                offsets[p] = 0  # wrapped past the end: read again from the start
+                offsets[p] = 0  # read past the end: start again from the beginning
                 continue
             decoded = MessageSet.decode(reply.data, offsets[p], verify=False)
             msgs += len(decoded)
@@ -255,7 +277,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--group-commit", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--via-main-port", action="store_true",
+                        help="putm through the shared port (the broker forwards to owners)")
     args = parser.parse_args(argv)
+    DIRECT["on"] = not args.via_main_port
     directory = Path(tempfile.mkdtemp(prefix="metaq-load-"))
     proc, port = start_broker(directory, args.workers, args.group_commit, args.partitions)
     results = {}

@@ -90,6 +90,14 @@ def header_checks(msg_ids: np.ndarray, flags) -> np.ndarray:
     return h.astype(np.uint32)
 
 
+_P1_INT, _P2_INT, _MASK64 = int(_P1), int(_P2), (1 << 64) - 1
+
+
+def header_check(msg_id: int, flag: int) -> int:
+    """``header_checks`` for one record, in plain Python (no numpy call overhead)."""
+    return (((msg_id & _MASK64) * _P1_INT ^ (flag & _MASK64) * _P2_INT) & _MASK64) >> 32
+
+
 def lay_out_records(dst: np.ndarray, datas: Sequence, positions: np.ndarray, uniform: bool,
                     lengths, crcs, msg_ids, flags) -> None:
     """Write whole records for ``datas`` into ``dst`` (a uint8 array of exactly their size),

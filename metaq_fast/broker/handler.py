@@ -46,6 +46,7 @@ from ..protocol import (
     TransactionCommand,
     VersionCommand,
     encode,
+    encode_put_ok,
     encode_put_ok_many,
     encode_putm_ok,
     encode_result,
@@ -196,6 +197,11 @@ class Handler:
             self._fail_all(out, topic, partition, opaques, FORBIDDEN,
                            f"partition[{self.config.broker_id}-{partition}] has been closed")
             return
+        if len(opaques) == 1:
+            self._put_one(out, topic, partition, datas[0], flags if isinstance(flags, int)
+                          else int(flags[0]), checksums[0], opaques[0],
+                          None if tx_keys is None else tx_keys[0])
+            return
         lengths = message.lengths_of(datas)
         crcs = message.crc32_many(datas)
         sums = np.asarray(checksums, dtype=np.int64)
@@ -226,6 +232,43 @@ class Handler:
         replies = self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
                                 result.msg_ids, result.offsets)
         self._reply_after_durable(out, log_, result.end_offset, replies)
+
+    def _put_one(self, out, topic, partition, data, flag, checksum, opaque, tx_key) -> None:
+        """A single put (the synchronous case): plain Python, no numpy call on the way."""
+        crc = message.crc32(data)
+        detail = None
+        if tx_key is not None:
+            code, detail = INTERNAL_SERVER_ERROR, (
+                f"transactions are not supported by this broker (key {tx_key})")
+        elif len(data) > self.config.message_bytes_max:
+            code, detail = BAD_REQUEST, (f"message of {len(data)} bytes is larger than "
+                                         f"maxMessageSize {self.config.message_bytes_max}")
+        elif checksum != -1 and checksum != crc:
+            code, detail = INTERNAL_SERVER_ERROR, (
+                "Checksum failure,message may be corrupted when transfering on networking.")
+        if detail is not None:
+            out.write(self._failure(topic, partition, opaque, code, detail))
+            return
+        owner = self._remote_owner(topic, partition)
+        if owner is not None:
+            self.counters.add(CounterRow.FORWARDED)
+            request = b"put %s %d %d %d %d %d\r\n" % (topic.encode("utf-8"), partition, len(data),
+                                                      flag, crc, opaque)
+            out.forward(owner, request, 1,
+                        lambda skip=0: self._unavailable(topic, partition, [opaque]),
+                        extra=bytes(data))
+            return
+        log_ = self.table.log_for(topic, partition, create=True)
+        try:
+            offset, msg_id, end = log_.append_one(data, flag, crc)
+        except errors.MetaqError as exc:
+            log.error("append to %s-%d failed: %s", topic, partition, exc)
+            out.write(self._failure(topic, partition, opaque, INTERNAL_SERVER_ERROR, None))
+            return
+        self.counters.add(CounterRow.PUT_MESSAGES)
+        self.counters.add(CounterRow.PUT_BYTES, end - offset)
+        self.flusher.appended(log_)
+        self._reply_after_durable(out, log_, end, encode_put_ok(msg_id, partition, offset, opaque))
 
     def _forward_puts(self, out, owner, topic, partition, kept, opaques, tx_keys, lengths, ok,
                       too_big) -> None:

@@ -31,7 +31,7 @@ HELP = [
 
 class StatsService:
     def __init__(self, table, counters: Counters, *, port: int, started_s: float,
-                 reset_block=None, closed=None):
+                 reset_block=None, closed=None, direct_ports=()):
         self.table = table
         self.config = table.config
         self.counters = counters
@@ -40,6 +40,7 @@ class StatsService:
         # Baselines of the last "stats reset", shared by all workers: a row in the counter block.
         self._reset = reset_block
         self.closed = closed
+        self.direct_ports = list(direct_ports)
 
     # ---- stats ----------------------------------------------------------------------------
 
@@ -180,8 +181,15 @@ class StatsService:
 
         * ``closePartitions <topic> <start> <end>``: refuse puts and gets (403) until opened;
         * ``openPartitions <topic>``: open every closed partition of the topic;
-        * ``closedPartitions``: list them, one ``<topic> <partition>`` per line.
+        * ``closedPartitions``: list them, one ``<topic> <partition>`` per line;
+        * ``layout``: how partitions map to workers, for clients that connect to the owning
+          worker directly: ``workers <n>``, ``owner crc32-plus-partition`` (owner =
+          (crc32(topic utf-8) + partition) mod n), then ``worker <slot> <port>`` per worker.
         """
+        if verb == "layout" and not args:
+            lines = [f"workers {len(self.direct_ports)}", "owner crc32-plus-partition"]
+            lines += [f"worker {slot} {port}" for slot, port in enumerate(self.direct_ports)]
+            return SUCCESS, ("\n".join(lines) + "\n").encode()
         try:
             if verb == "closePartitions" and len(args) == 3:
                 topic, start, end = args[0], int(args[1]), int(args[2])
@@ -198,7 +206,7 @@ class StatsService:
             return BAD_REQUEST, f"admin {verb}: {exc}".encode("utf-8")
         return BAD_REQUEST, (f"unknown admin command {verb!r} with {len(args)} argument(s); "
                              "known: closePartitions <topic> <start> <end>, openPartitions "
-                             "<topic>, closedPartitions").encode("utf-8")
+                             "<topic>, closedPartitions, layout").encode("utf-8")
 
 
 def _bool(value: bool) -> str:

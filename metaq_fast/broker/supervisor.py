@@ -68,6 +68,11 @@ class Supervisor:
         self.count = self.config.worker_count or os.cpu_count() or 1
         self.sockets, self.port = bind_listeners(self.config.listen_host, self.config.server_port,
                                                   self.count)
+        # Each worker's own port, for clients that connect to the owner of a partition directly
+        # (``admin layout``); bound once here so it survives a worker restart.
+        self.direct_sockets = [bind_listeners(self.config.listen_host, 0, 1)[0][0]
+                               for _ in range(self.count)]
+        self.direct_ports = [sock.getsockname()[1] for sock in self.direct_sockets]
         self.broker_url = broker_url(self.config, self.port)
         self.instance = f"{os.getpid()}-{self.port}"
         self.counters = Counters(self.count)
@@ -119,7 +124,7 @@ class Supervisor:
                     self.ready_file.unlink()
                 except FileNotFoundError:
                     pass
-            for sock in self.sockets:
+            for sock in self.sockets + self.direct_sockets:
                 sock.close()
         log.info("metaq-server stopped (exit %d)", self.exit_code)
         return self.exit_code
@@ -130,6 +135,7 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         spec = WorkerSpec(slot=slot, workers=self.count, config=self.config,
                           listen_socket=self.sockets[slot], instance=self.instance,
+                          direct_socket=self.direct_sockets[slot], direct_ports=self.direct_ports,
                           counters=self.counters, reset_block=self.reset_block,
                           closed=self.closed, port=self.port,
                           broker_url=self.broker_url, started_s=self.started_s,
@@ -147,9 +153,10 @@ class Supervisor:
                     os.close(other.ready_r)
                 except OSError:
                     pass
-            for i, sock in enumerate(self.sockets):
+            for i, (sock, direct) in enumerate(zip(self.sockets, self.direct_sockets)):
                 if i != slot:
                     sock.close()
+                    direct.close()
             run_worker(spec)  # never returns
         os.close(ready_w)
         os.set_blocking(ready_r, False)
@@ -340,7 +347,8 @@ class Supervisor:
             return
         info = {"pid": os.getpid(), "host": self.config.listen_host, "port": self.port,
                 "url": self.broker_url, "broker_id": self.config.broker_id,
-                "workers": {str(w.slot): w.pid for w in self.workers.values()}}
+                "workers": {str(w.slot): w.pid for w in self.workers.values()},
+                "direct_ports": self.direct_ports}
         tmp = self.ready_file.with_name(self.ready_file.name + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.ready_file)

@@ -47,6 +47,8 @@ class WorkerSpec:
     config: Config
     listen_socket: socket.socket
     instance: str
+    direct_socket: socket.socket
+    direct_ports: list
     counters: Counters
     reset_block: object
     closed: object
@@ -71,7 +73,7 @@ class Worker:
         self.flusher = Flusher(self.loop, self.counters)
         self.stats = StatsService(self.table, spec.counters, port=spec.port,
                                   started_s=spec.started_s, reset_block=spec.reset_block,
-                                  closed=spec.closed)
+                                  closed=spec.closed, direct_ports=spec.direct_ports)
         self.handler = Handler(self.table, broker_url=spec.broker_url, counters=self.counters,
                                flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed)
         self.connections: set[Connection] = set()
@@ -100,9 +102,9 @@ class Worker:
         pipe.setblocking(False)
         self._pipe_listener = pipe
         self.loop.add_reader(pipe.fileno(), self._accept, pipe, "worker-pipe")
-        listener = self.spec.listen_socket
-        listener.setblocking(False)
-        self.loop.add_reader(listener.fileno(), self._accept, listener, None)
+        for listener in (self.spec.listen_socket, self.spec.direct_socket):
+            listener.setblocking(False)
+            self.loop.add_reader(listener.fileno(), self._accept, listener, None)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop)
         self.flusher.start()
         self.table.on_created = self._on_partition_created
@@ -153,6 +155,7 @@ class Worker:
         self.stopping = True
         log.info("stopping: %d connection(s) open", len(self.connections))
         self.loop.remove_reader(self.spec.listen_socket.fileno())
+        self.loop.remove_reader(self.spec.direct_socket.fileno())
         if self._pipe_listener is not None:
             self.loop.remove_reader(self._pipe_listener.fileno())
             self._pipe_listener.close()

@@ -115,4 +115,9 @@ class MessageIdAllocator:
         return ids
 
     def allocate_one(self) -> int:
-        return int(self.allocate(1)[0])
+        """One id, in plain Python (a synchronous put should not pay numpy's call overhead)."""
+        now_ms = self._clock_ms()
+        tick = max(self._next_tick, now_ms * self._per_ms)
+        self._next_tick = tick + 1
+        millis, k = divmod(tick, self._per_ms)
+        return ((millis - MSG_ID_EPOCH_MS) << 22) | int(self._base) | (k * self.slots + self.slot)

@@ -383,6 +383,28 @@ class PartitionLog(_LogView):
         message.lay_out_records(dst, datas, positions, uniform, lengths, crcs, msg_ids, flags)
         return self._commit(segment, pos, dst, positions, msg_ids, flags)
 
+    def append_one(self, data, flag: int = 0, crc: int | None = None) -> tuple[int, int, int]:
+        """Append one message (a synchronous put): (offset, msg_id, end offset). Plain Python
+        all the way: numpy's per-call overhead would cost more than the work for one record."""
+        if crc is None:
+            crc = message.crc32(data)
+        size = HEADER + len(data)
+        self._check_batch_size(size)
+        active = self.active
+        if (active.size and active.size + size > self.segment_bytes_max) or not active.can_take(size):
+            active = self._roll(size)
+        msg_id = self.ids.allocate_one()
+        position = active.append_one(data, msg_id, flag, crc)
+        offset = active.start_offset + position
+        end = offset + size
+        self._appended_messages += 1
+        if not self.flush_policy.group_commit:
+            self._visible_end = end
+            self.state.visible_end = end
+        if active.size >= self.segment_bytes_max:
+            self._roll()
+        return offset, msg_id, end
+
     def append_message_set(self, records, lengths: np.ndarray, *, verify_crcs: bool) -> AppendResult:
         """Append a message set the producer encoded (ids are assigned here).
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ ZERO_HEADER = bytes(HEADER)
 REBUILD_BATCH_BYTES = 1 << 20
 
 _ID_RANGE = np.arange(8, dtype=np.int64)
+_RECORD_HEADER = struct.Struct(">iiqi")
 _hash = xxhash.xxh3_64_intdigest
 
 
@@ -90,6 +92,12 @@ class RecordIndex:
         self.checks.publish(len(checks))
         np.copyto(self.positions.reserve(len(positions)), positions, casting="unsafe")
         self.positions.publish(len(positions))
+
+    def append_one(self, position: int, check: int) -> None:
+        self.checks.reserve(1)[0] = check
+        self.checks.publish(1)
+        self.positions.reserve(1)[0] = position
+        self.positions.publish(1)
 
     def position_array(self) -> np.ndarray:
         return self.positions.entries()
@@ -141,6 +149,7 @@ class Segment:
         self._allocated = 0
         self._populated = 0  # pages below this were handed to the prefaulter
         self._data: np.ndarray | None = None
+        self._view: memoryview | None = None  # of _data, for scalar writes
         self.index: RecordIndex | None = None
         self.sums: MappedTable | None = None
         self._verified = np.zeros(0, dtype=bool)
@@ -240,6 +249,27 @@ class Segment:
             np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))[:] = ids_be
         else:
             dst[positions[:, None] + 8 + _ID_RANGE] = ids_be.view(np.uint8).reshape(count, 8)
+
+    def append_one(self, data, msg_id: int, flag: int, crc: int) -> int:
+        """Append one record, without numpy on the way (the synchronous put path); returns its
+        position. Same files, same checks as ``reserve`` + ``commit``."""
+        size = HEADER + len(data)
+        pos, dst = self.reserve(size)
+        view = self._view
+        if view is None or len(view) != len(self._data):
+            view = self._view = memoryview(self._data)
+        _RECORD_HEADER.pack_into(view, pos, len(data), crc, msg_id, flag)
+        view[pos + HEADER : pos + size] = data
+        self.index.append_one(pos, message.header_check(msg_id, flag))
+        self.sums.reserve(1)[0] = (pos + size, self.index.count, _hash(view[pos : pos + size]))
+        self.sums.publish(1)
+        if self._verified_prefix == pos:
+            self._verified_prefix = pos + size
+        self.size = pos + size
+        self._mark_verified(self.sums.count)
+        if self.size + PREFAULT_AHEAD_BYTES > self._populated:
+            self._prefault_ahead()
+        return pos
 
     def commit(self, pos: int, dst: np.ndarray, positions: np.ndarray, msg_ids: np.ndarray,
                flags) -> None:

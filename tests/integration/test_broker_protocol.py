@@ -212,3 +212,20 @@ def test_getm_extension_returns_whole_records_with_index(broker, client):
     decoded = MessageSet.decode_with_lengths(bytes(reply.data), reply.record_lengths())
     assert decoded.payloads() == [b"x", b"xx", b"xxx", b"xxxx"]
     result(client.request(b"getm test g 0 5 100 4\r\n"), 301, b"0")
+
+
+def test_layout_lets_a_client_reach_the_owning_worker_directly(broker, client):
+    from metaq_fast.broker.routing import owner_of
+
+    lines = result(client.request(b"admin layout 1\r\n"), 200).decode().splitlines()
+    assert lines[:2] == ["workers 2", "owner crc32-plus-partition"]
+    ports = {int(slot): int(port) for _, slot, port in (l.split() for l in lines[2:])}
+    assert set(ports) == {0, 1} and broker.port not in ports.values()
+    for partition in (0, 1):
+        direct = WireClient(ports[owner_of("test", partition, 2)])
+        put_ok(direct.request(b"put test %d 5 0 -1 2\r\nhello" % partition))
+        direct.close()
+    stats = result(client.request(b"stats  3\r\n"), 200)
+    assert b"cmd_put 2\r\n" in stats
+    # nothing was forwarded: each put reached its owner
+    assert b"put_failed 0\r\n" in stats
