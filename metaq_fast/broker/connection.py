@@ -144,8 +144,8 @@ class Connection:
 
     def forward(self, slot: int, request: bytes, replies: int, fail, convert=None,
                 extra=None) -> None:
-        """Send ``request`` (encoded commands; ``extra``: more bytes after it, sent without a
-        copy) to the worker owning their partition; their ``replies`` answers take this place
+        """Send ``request`` (encoded commands; ``extra``: more buffers after it, sent without
+        a copy) to the worker owning their partition; their ``replies`` answers take this place
         in the queue, through ``convert(frames)`` if given. ``fail(skip)`` gives the replies to
         send instead if that worker cannot answer (``skip``: frames already received)."""
         pipe = self.pipes.get(slot)
@@ -289,7 +289,7 @@ class ForwardPipe:
         self.waiting.append([pending, replies, [], fail, convert])
         self.outbuf.append(request)
         if extra is not None:
-            self.outbuf.append(extra)
+            self.outbuf.extend(extra)
         self._write()
 
     def _write(self) -> None:

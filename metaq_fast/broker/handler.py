@@ -256,7 +256,7 @@ class Handler:
                                                       flag, crc, opaque)
             out.forward(owner, request, 1,
                         lambda skip=0: self._unavailable(topic, partition, [opaque]),
-                        extra=bytes(data))
+                        extra=(data,))
             return
         log_ = self.table.log_for(topic, partition, create=True)
         try:
@@ -276,9 +276,13 @@ class Handler:
         self.counters.add(CounterRow.FORWARDED, len(datas))
         kept_lengths = np.asarray(kept_lengths, dtype=np.int64)
         records = message.encode_records(datas, 0, flags, crcs, kept_lengths)
-        body = kept_lengths.astype(">u4").tobytes() + bytes(records)
+        index = kept_lengths.astype(">u4").tobytes()
+        digest = xxhash.xxh3_64()  # the same as hashing index + records, without joining them
+        digest.update(index)
+        digest.update(records)
         request = b"putm %s %d %d %d %d 0\r\n" % (
-            topic.encode("utf-8"), partition, len(datas), len(body), xxhash.xxh3_64_intdigest(body))
+            topic.encode("utf-8"), partition, len(datas), len(index) + len(records),
+            digest.intdigest())
         relative = message.positions_from_lengths(kept_lengths)
 
         def convert(frame: bytes) -> bytes:
@@ -293,7 +297,7 @@ class Handler:
         def fail(skip: int = 0) -> bytes:
             return self._unavailable(topic, partition, opaques)
 
-        out.forward(owner, request, 1, fail, convert, extra=body)
+        out.forward(owner, request, 1, fail, convert, extra=(index, memoryview(records)))
 
     def _replies(self, topic, partition, opaques, tx_keys, lengths, ok, too_big, ids,
                  offsets) -> bytes:
