@@ -4,9 +4,14 @@ ZooKeeper of its own). Imports: config, zk, broker.supervisor, broker.logs."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
+from pathlib import Path
 
 from ..config import load_config
+from ..errors import ConfigError
+from ..zk.registry import BrokerRegistry
+from ..zk.server import LocalZooKeeper, zookeeper_answers
 from . import logs
 from .supervisor import Supervisor
 
@@ -40,5 +45,53 @@ def serve(args) -> int:
     config = load(args)
     logs.setup(config.log_level, config.log_file, role="supervisor")
     log.info("configuration %s:\n%s", config.path, config.summary())
-    supervisor = Supervisor(config, ready_file=args.ready_file)
-    return supervisor.run()
+    zookeeper = None
+    if args.local:
+        if not config.zk.enabled:
+            raise ConfigError(f"{config.path}: --local needs zk.zkEnable=true")
+        zookeeper = start_local_zookeeper(config)
+    try:
+        factory = registry_factory if config.zk.enabled else None
+        supervisor = Supervisor(config, ready_file=args.ready_file, registry_factory=factory)
+        return supervisor.run()
+    finally:
+        if zookeeper is not None:
+            log.info("stopping the local ZooKeeper (pid %s)", zookeeper.pid)
+            zookeeper.stop()
+
+
+def registry_factory(config, url: str) -> BrokerRegistry:
+    """Register this broker in ZooKeeper (the supervisor calls this once workers serve)."""
+    zk = config.zk
+    registry = BrokerRegistry(
+        zk.connect, root=zk.root, broker_id=config.broker_id, url=url,
+        session_timeout_ms=zk.session_timeout_ms, connection_timeout_ms=zk.connection_timeout_ms,
+        sync_time_ms=zk.sync_time_ms, config_checksum=config.checksum,
+        on_change=lambda state: log.info("ZooKeeper session %s", state))
+    registry.start(timeout_s=max(10.0, zk.connection_timeout_ms / 1000))
+    log.info("registered broker %d as %s in ZooKeeper %s%s", config.broker_id, url, zk.connect,
+             zk.root)
+    return registry
+
+
+def start_local_zookeeper(config) -> LocalZooKeeper | None:
+    """MetaQ's local mode: a real ZooKeeper for this broker, on the first address of
+    zk.zkConnect, its data beside the broker's. An answering ZooKeeper there is used as is."""
+    first = config.zk.connect.split(",")[0].split("/")[0]
+    host, _, port_text = first.rpartition(":")
+    if host in ("localhost", ""):
+        host = "127.0.0.1"
+    if not host.startswith("127.") or not port_text.isdigit():
+        raise ConfigError(f"{config.path} [zookeeper] zk.zkConnect={config.zk.connect}: local mode "
+                          "needs a loopback address such as 127.0.0.1:2181")
+    port = int(port_text)
+    if zookeeper_answers(host, port):
+        log.info("local mode: a ZooKeeper already answers on %s:%d; using it", host, port)
+        return None
+    data_dir = Path(config.data_path).resolve().parent / "zookeeper"
+    began = time.monotonic()
+    server = LocalZooKeeper(data_dir, port=port, host=host)
+    server.start(timeout_s=60)
+    log.info("local mode: started ZooKeeper on %s:%d (pid %d, data %s) in %.1f s", host, port,
+             server.pid, data_dir, time.monotonic() - began)
+    return server

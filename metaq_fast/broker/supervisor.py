@@ -65,6 +65,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.started_s = time.time()
+        self._lock_data_paths()
         self.count = self.config.worker_count or os.cpu_count() or 1
         self.sockets, self.port = bind_listeners(self.config.listen_host, self.config.server_port,
                                                   self.count)
@@ -106,6 +107,9 @@ class Supervisor:
                 self._stop_workers()
                 return 1
             self._drain_events()
+        if self.registry is not None:
+            for topic in self.config.topics:
+                self._register_topic(topic)
         log.info("metaq-server listening on %s:%d (broker %d, %d workers, data in %s)",
                  self.config.listen_host, self.port, self.config.broker_id, self.count,
                  self.config.data_path)
@@ -113,12 +117,15 @@ class Supervisor:
         try:
             self._loop()
         finally:
-            self._stop_workers()
             if self.registry is not None:
+                # MetaQ's order: leave ZooKeeper first and give clients zkSyncTimeMs to notice,
+                # so producers move to other brokers while this one still answers.
                 try:
-                    self.registry.stop(timeout_s=10)
+                    self.registry.stop(timeout_s=10 + self.config.zk.sync_time_ms / 1000,
+                                       sync_wait=True)
                 except Exception as exc:
                     log.warning("unregistering from ZooKeeper failed: %s", exc)
+            self._stop_workers()
             if self.ready_file is not None:
                 try:
                     self.ready_file.unlink()
@@ -312,10 +319,26 @@ class Supervisor:
             buf += chunk
         for line in buf.decode("utf-8", "replace").splitlines():
             kind, _, topic = line.partition(" ")
-            if kind == "topic" and topic and topic not in self._topics:
-                self._topics.add(topic)
-                if self.registry is not None:
-                    self.registry.register_new_topic(topic)
+            if kind == "topic" and topic:
+                self._register_topic(topic)
+
+    def _register_topic(self, topic: str) -> None:
+        """Publish a topic in ZooKeeper (once): a configured one, or one with a store here."""
+        if topic in self._topics or "*" in topic:
+            return
+        settings = self.config.topic_config(topic)
+        if settings is None:  # found on disk, no longer configured: system defaults (MetaQ)
+            c = self.config
+            num, pub, sub = c.num_partitions, c.accept_publish, c.accept_subscribe
+        else:
+            num, pub, sub = settings.num_partitions, settings.accept_publish, settings.accept_subscribe
+        from ..names import is_valid_name
+        if not is_valid_name(topic):
+            log.warning("topic %r is configured but not a valid name: not published", topic)
+            return
+        self._topics.add(topic)
+        if self.registry is not None:
+            self.registry.register_topic(topic, num, pub, sub, timeout_s=0)
 
     def _stop_workers(self) -> None:
         self.stopping = True
@@ -341,6 +364,26 @@ class Supervisor:
                 except (ProcessLookupError, ChildProcessError):
                     pass
         self.workers.clear()
+
+    def _lock_data_paths(self) -> None:
+        """One broker per data directory: two writers of one partition would corrupt it."""
+        import fcntl
+
+        self._locks = []
+        roots = {Path(self.config.data_path)}
+        roots.update(Path(t.data_path) for t in self.config.topic_configs.values())
+        for root in sorted(roots):
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(root / ".metaq-broker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OSError(f"data directory {root} is in use by another broker (pid {holder})")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._locks.append(fd)
 
     def _write_ready_file(self) -> None:
         if self.ready_file is None:
