@@ -136,7 +136,7 @@ def putm_request(partition: int, opaque: int, count: int = 1000) -> bytes:
 
 def owner_ports(port: int, partitions: int) -> list[int]:
     """The direct port of each partition's owning worker (``admin layout``)."""
-    from metaq_fast.broker.routing import owner_of
+    from metaq_fast.layout import owner_of
     sock = connect(port)
     sock.sendall(b"admin layout 1\r\n")
     data = b""

@@ -17,6 +17,7 @@ import time
 from .. import __version__
 from ..errors import BAD_REQUEST, INTERNAL_SERVER_ERROR, SUCCESS
 from ..protocol import encode_stats_body
+from ..layout import OWNER_RULE
 from .counters import NAMES, Counters
 
 HELP = [
@@ -187,7 +188,7 @@ class StatsService:
           (crc32(topic utf-8) + partition) mod n), then ``worker <slot> <port>`` per worker.
         """
         if verb == "layout" and not args:
-            lines = [f"workers {len(self.direct_ports)}", "owner crc32-plus-partition"]
+            lines = [f"workers {len(self.direct_ports)}", f"owner {OWNER_RULE}"]
             lines += [f"worker {slot} {port}" for slot, port in enumerate(self.direct_ports)]
             return SUCCESS, ("\n".join(lines) + "\n").encode()
         try:

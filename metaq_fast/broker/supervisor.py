@@ -110,6 +110,11 @@ class Supervisor:
         if self.registry is not None:
             for topic in self.config.topics:
                 self._register_topic(topic)
+            # MetaQ publishes the configured topics before the broker counts as started: wait
+            # (bounded) so the ready file never precedes them.
+            if not self.registry.wait_registered(
+                    max(10.0, self.config.zk.connection_timeout_ms / 1000)):
+                log.warning("topics not yet registered in ZooKeeper; the registry keeps trying")
         log.info("metaq-server listening on %s:%d (broker %d, %d workers, data in %s)",
                  self.config.listen_host, self.port, self.config.broker_id, self.count,
                  self.config.data_path)

@@ -366,6 +366,7 @@ class BrokerRegistry:
             self._topics[topic] = spec
             if not self._topic_applied_locked(topic, spec):
                 self._dirty.add(topic)
+                self._update_registered_locked()  # not every node registered until it is done
                 self._cond.notify_all()
             return self._wait_topic_locked(topic, spec, timeout_s)
 
@@ -387,6 +388,7 @@ class BrokerRegistry:
             if topic not in self._applied and topic not in self._dirty:
                 return True
             self._dirty.add(topic)
+            self._update_registered_locked()
             self._cond.notify_all()
             return self._wait_topic_locked(topic, None, timeout_s)
 

@@ -215,7 +215,7 @@ def test_getm_extension_returns_whole_records_with_index(broker, client):
 
 
 def test_layout_lets_a_client_reach_the_owning_worker_directly(broker, client):
-    from metaq_fast.broker.routing import owner_of
+    from metaq_fast.layout import owner_of
 
     lines = result(client.request(b"admin layout 1\r\n"), 200).decode().splitlines()
     assert lines[:2] == ["workers 2", "owner crc32-plus-partition"]
