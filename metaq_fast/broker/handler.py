@@ -486,7 +486,8 @@ class Handler:
         self.counters.add(CounterRow.GET_MESSAGES, count)
         self.counters.add(CounterRow.GET_BYTES, part.length)
         index = part.lengths.astype(">u4").tobytes()
-        out.write_many((encode_values_header(part.length, count, cmd.opaque, index),
+        checksum = xxhash.xxh3_64_intdigest(part.view)  # the client checks the answer with it
+        out.write_many((encode_values_header(part.length, count, cmd.opaque, index, checksum),
                         memoryview(part.view)))
 
     def _offset(self, out, cmd: OffsetCommand) -> None:

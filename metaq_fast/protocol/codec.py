@@ -1059,10 +1059,11 @@ class ResponseDecoder(_Decoder):
         raise _error(f"Expect value,but was {_snip(toks[0])}")
 
     def _values(self, toks: list[bytes], line: bytes, eol: int) -> Any:
-        _exact_tokens(toks, 4, "values", line)
+        _exact_tokens(toks, 5, "values", line)
         data_length = self._length(toks[1], "values", self._max_body)
         count = _int(toks[2], "count", "values", 0, limits.BATCH_RECORDS_MAX)
-        opaque = _int(toks[3], "opaque", "values")
+        checksum = _int(toks[3], "checksum", "values", 0, 2**64 - 1)
+        opaque = _int(toks[4], "opaque", "values")
         total = 4 * count + data_length
         if total > self._max_body:
             raise _error(f"values body of {total} bytes exceeds the limit {self._max_body}", opaque=opaque)
@@ -1078,7 +1079,7 @@ class ResponseDecoder(_Decoder):
                 f"values index describes {record_bytes} bytes of records, the header says {data_length}",
                 opaque=opaque,
             )
-        return _new_values(data_length, count, index, data, opaque)
+        return _new_values(data_length, count, checksum, index, data, opaque)
 
 
 _RESPONSE_DISPATCH = {
@@ -1198,7 +1199,8 @@ def _encode_putm(cmd: PutBatchCommand) -> bytes:
 
 
 def _encode_values_reply(reply: ValuesReply) -> bytes:
-    return encode_values_header(reply.data_length, reply.count, reply.opaque, reply.index) + reply.data
+    return encode_values_header(reply.data_length, reply.count, reply.opaque, reply.index,
+                                reply.checksum) + reply.data
 
 
 def _encode_admin(cmd: AdminCommand) -> bytes:
@@ -1245,12 +1247,14 @@ def encode_value_header(length: int, opaque: int) -> bytes:
     return b"value %d %d\r\n" % (length, opaque)
 
 
-def encode_values_header(data_length: int, count: int, opaque: int, index_bytes: bytes | bytearray | memoryview) -> bytes:
-    """``values <dataLength> <count> <opaque>\\r\\n`` + the index (``count`` BE uint32 record data
-    lengths); send the ``data_length`` bytes of whole records after it (sendfile)."""
+def encode_values_header(data_length: int, count: int, opaque: int,
+                         index_bytes: bytes | bytearray | memoryview, checksum: int) -> bytes:
+    """``values <dataLength> <count> <checksum> <opaque>\\r\\n`` + the index (``count`` BE
+    uint32 record data lengths); send the ``data_length`` bytes of whole records after it
+    (zero-copy). ``checksum``: xxh3_64 of those bytes."""
     if len(index_bytes) != 4 * count:
         raise ValueError(f"index of {len(index_bytes)} bytes for {count} records, expected {4 * count}")
-    return b"values %d %d %d\r\n" % (data_length, count, opaque) + index_bytes
+    return b"values %d %d %d %d\r\n" % (data_length, count, checksum, opaque) + index_bytes
 
 
 def encode_put_ok(msg_id: int, partition: int, offset: int, opaque: int) -> bytes:

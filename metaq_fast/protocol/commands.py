@@ -30,8 +30,9 @@ Extensions of metaq_fast (MetaQ clients never send them):
                        + data, ids 0); ``checksum`` = xxh3_64 of the whole body (unsigned decimal)
                        or -1
 ``GetBatchCommand``    ``getm <topic> <group> <partition> <offset> <maxSize> <opaque>``
-``ValuesReply``        ``values <dataLength> <count> <opaque>`` + ``count`` BE uint32 record data
-                       lengths + ``dataLength`` bytes of whole records
+``ValuesReply``        ``values <dataLength> <count> <checksum> <opaque>`` + ``count`` BE uint32
+                       record data lengths + ``dataLength`` bytes of whole records; checksum =
+                       xxh3_64 of those bytes (unsigned decimal)
 ``AdminCommand``       ``admin <verb> <args...> <opaque>`` (no body)
 =====================  =====================================================================
 
@@ -507,11 +508,13 @@ class GetBatchCommand:
 
 @dataclass(frozen=True, slots=True)
 class ValuesReply:
-    """``values``: ``count`` whole records (``data``, ``data_length`` bytes) and their index
-    (``count`` big-endian uint32 record data lengths)."""
+    """``values``: ``count`` whole records (``data``, ``data_length`` bytes), their index
+    (``count`` big-endian uint32 record data lengths) and ``checksum``, the xxh3-64 of ``data``
+    (unsigned decimal on the wire): one hash vouches for the whole answer, storage to client."""
 
     data_length: int
     count: int
+    checksum: int
     index: Body
     data: Body
     opaque: int
@@ -519,6 +522,7 @@ class ValuesReply:
     def __post_init__(self) -> None:
         _check_int(self, "data_length", 0, INT64_MAX)
         _check_int(self, "count", 0, limits.BATCH_RECORDS_MAX)
+        _check_int(self, "checksum", 0, 2**64 - 1)
         _check_body(self, "index")
         _check_body(self, "data")
         if len(self.index) != 4 * self.count:

@@ -98,7 +98,7 @@ def values_replies(draw) -> ValuesReply:
     records = draw(st.lists(st.binary(max_size=40), max_size=6))
     index = b"".join(struct.pack(">I", len(r)) for r in records)
     data = b"".join(draw(st.binary(min_size=20, max_size=20)) + r for r in records)
-    return ValuesReply(len(data), len(records), index, data, draw(int32))
+    return ValuesReply(len(data), len(records), draw(st.integers(0, 2**64 - 1)), index, data, draw(int32))
 
 
 requests = st.one_of(

@@ -745,8 +745,8 @@ def test_getm_and_admin():
 def values_wire(records: list[bytes], opaque: int = 5) -> tuple[bytes, ValuesReply]:
     index = b"".join(struct.pack(">I", len(r)) for r in records)
     data = b"".join(struct.pack(">iiqi", len(r), 1, 2, 0) + r for r in records)
-    reply = ValuesReply(len(data), len(records), index, data, opaque)
-    return encode_values_header(len(data), len(records), opaque, index) + data, reply
+    reply = ValuesReply(len(data), len(records), 77, index, data, opaque)
+    return encode_values_header(len(data), len(records), opaque, index, 77) + data, reply
 
 
 def test_values_reply():
@@ -877,7 +877,7 @@ def test_stats_body_matches_the_broker_vectors():
         lambda: StatsCommand("a b", 1),
         lambda: PutBatchCommand("t", 0, 2, bytes(24), -1, 1),
         lambda: PutBatchCommand("t", 0, 1, bytes(24), -2, 1),
-        lambda: ValuesReply(1, 1, b"\0\0\0\0", b"", 1),
+        lambda: ValuesReply(1, 1, 0, b"\0\0\0\0", b"", 1),
         lambda: AdminCommand("", (), 1),
         lambda: AdminCommand("v", ("a b",), 1),
     ],

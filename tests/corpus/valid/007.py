@@ -14,6 +14,6 @@ expected = [
     ResultReply(404, b"", 99),
     ValueReply(b"hello", 99),
     ValueReply(b"", 3),
-    ValuesReply(len(DATA), 3, INDEX, DATA, 4),
+    ValuesReply(len(DATA), 3, 12345, INDEX, DATA, 4),
     ResultReply(301, b"113", 13),
 ]

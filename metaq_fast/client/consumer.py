@@ -1,0 +1,652 @@
+"""Consumer groups: MetaQ's ZooKeeper protocol, a fetcher, and at-least-once delivery.
+
+Imports: stdlib, kazoo, numpy, metaq_fast.message / protocol / errors, zk (cluster view, paths,
+session), client (connection, balance).
+
+    consumer = Consumer("127.0.0.1:2181", group="billing", topics=["orders"])
+    for batch in consumer.poll(timeout_s=1.0):       # per-partition MessageBatch objects
+        handle(batch.payloads())
+    for msg in consumer:                             # or one ConsumerRecord at a time
+        ...
+    consumer.close()                                 # commits, leaves the group
+
+Group protocol (reference sections 8.1-8.5, so our consumers and MetaQ's can share a group):
+
+* the consumer registers ``consumers/<group>/ids/<group>_<id>`` (ephemeral, data: its topics);
+* on every change of the group's ids, of a topic's ``topics-sub`` brokers, or of the ZooKeeper
+  session, a coordinator thread rebalances: consumer ids and ``<brokerId>-<partition>`` strings
+  sorted as strings, MetaQ's DEFAULT split (``balance.assign``);
+* partitions it no longer gets are released: fetching stops, offsets are committed, then its
+  ``owners`` node is deleted; partitions it gets are claimed with an ephemeral ``owners`` node.
+  A node still held by another consumer (it has not released yet) makes the claim wait and retry
+  (bounded back-off) until it is free: a partition never has two owners in a group;
+* a claimed partition starts at its committed ``offsets`` node (``<msgId>-<offset>``), else at the
+  earliest (or latest) offset.
+
+States of the coordinator (kazoo partitioner style): JOINING -> BALANCED <-> REBALANCING; on
+SUSPENDED it claims nothing new; on LOST (session expired) it stops fetching everything at once
+(another consumer may own those partitions now) and rejoins when the session is back.
+
+Delivery: ``poll`` returns what was fetched; those records count as consumed when ``poll`` is
+called again (or ``commit``/``close``), and only consumed positions are committed (every
+``commit_interval_ms``, before a partition is released, and on close). A crash therefore
+redelivers at most what was polled since the last commit: at-least-once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.protocol.states import KazooState
+
+from ..errors import (
+    CorruptRecordError,
+    InvalidArgumentError,
+    MetaqError,
+    ZooKeeperError,
+)
+from ..message import MessageSet
+from ..names import validate_group_name, validate_topic_name
+from ..protocol import ResultReply, ValueReply, ValuesReply
+from ..zk import paths
+from ..zk.cluster import ClusterView
+from ..zk.session import open_client
+from . import balance
+from .connection import ConnectionPool, next_opaque
+
+log = logging.getLogger(__name__)
+
+LONG_MAX = 2**63 - 1
+FETCH_BYTES_MAX = 2 * 1024 * 1024  # MetaQ clients refuse records above 2 MiB anyway
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRecord:
+    topic: str
+    partition: str  # "<brokerId>-<partition>"
+    offset: int
+    msg_id: int
+    attribute: str | None
+    value: bytes
+
+
+class MessageBatch:
+    """Records fetched from one partition in one answer: arrays plus lazy per-record access."""
+
+    __slots__ = ("topic", "partition", "messages")
+
+    def __init__(self, topic: str, partition: str, messages: MessageSet):
+        self.topic = topic
+        self.partition = partition
+        self.messages = messages
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.messages.offsets
+
+    @property
+    def msg_ids(self) -> np.ndarray:
+        return self.messages.msg_ids
+
+    @property
+    def next_offset(self) -> int:
+        return self.messages.next_offset
+
+    def payloads(self) -> list[bytes]:
+        return self.messages.payloads()
+
+    def __iter__(self):
+        for m in self.messages:
+            yield ConsumerRecord(self.topic, self.partition, m.offset, m.msg_id, m.attribute, m.payload)
+
+
+class _PartitionState:
+    """One owned partition: where fetching is, what was delivered, what was committed."""
+
+    __slots__ = ("topic", "name", "broker_id", "number", "fetch_offset", "delivered",
+                 "delivered_id", "consumed", "consumed_id", "committed", "max_bytes",
+                 "delay_s", "in_flight", "active", "generation")
+
+    def __init__(self, topic: str, name: str, offset: int, msg_id: int, max_bytes: int):
+        self.topic = topic
+        self.name = name
+        self.broker_id, self.number = paths.parse_partition_string(name)
+        self.fetch_offset = offset  # next offset to ask the broker for
+        self.delivered = offset  # position after the records handed to the application
+        self.delivered_id = msg_id
+        self.consumed = offset  # position after the records the application is done with
+        self.consumed_id = msg_id
+        self.committed = offset
+        self.max_bytes = max_bytes
+        self.delay_s = 0.0
+        self.in_flight = False
+        self.active = True
+        self.generation = 0
+
+
+class Consumer:
+    def __init__(self, zk_connect: str | None = None, *, group: str, topics=(),
+                 zk_root: str = "/meta", zk_client=None, consumer_id: str | None = None,
+                 fetch_bytes: int = 1 << 20, commit_interval_ms: float = 5000.0,
+                 auto_offset_reset: str = "earliest", max_fetch_delay_ms: float = 5000.0,
+                 fetch_timeout_s: float = 10.0, check_crcs: bool = True,
+                 queued_batches_max: int = 64, rebalance_backoff_ms: float = 200.0,
+                 zk_timeout_s: float = 10.0, strategy: str = "DEFAULT"):
+        validate_group_name(group)
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise InvalidArgumentError("auto_offset_reset must be 'earliest' or 'latest'")
+        self.group = group
+        self.root = paths.normalize_root(zk_root)
+        id_part = consumer_id or f"{_local_ip()}-{os.getpid()}-{uuid.uuid4()}"
+        self.consumer_id = paths.consumer_id(group, id_part)
+        self.fetch_bytes = fetch_bytes
+        self.commit_interval_s = commit_interval_ms / 1000.0
+        self.start_offset = 0 if auto_offset_reset == "earliest" else LONG_MAX
+        self.max_delay_s = max_fetch_delay_ms / 1000.0
+        self.fetch_timeout_s = fetch_timeout_s
+        self.check_crcs = check_crcs
+        self.rebalance_backoff_s = rebalance_backoff_ms / 1000.0
+        self.assign_strategy = balance.strategy(strategy)
+        self._own_zk = zk_client is None
+        if zk_client is None:
+            if not zk_connect:
+                raise InvalidArgumentError("Consumer needs zk_connect (or zk_client)")
+            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s)
+        self.zk = zk_client
+        self.cluster = ClusterView(zk_client, self.root)
+        self.pool = ConnectionPool()
+        self.topics: list[str] = []
+        self._lock = threading.RLock()
+        self._owned: dict[tuple[str, str], _PartitionState] = {}
+        self._fetched: queue.Queue = queue.Queue(maxsize=queued_batches_max)
+        self._polled: list[tuple[_PartitionState, int, int, int]] = []  # awaiting "consumed"
+        self._events: queue.Queue = queue.Queue()
+        self._schedule: list = []  # heap (due_s, seq, state)
+        self._schedule_cond = threading.Condition(self._lock)
+        self._seq = 0
+        self._closed = False
+        self._iter_batch = None
+        self.rebalances = 0
+        self._unwatch = []
+        self._session_lost = threading.Event()
+        self._registered = False
+        self.zk.add_listener(self._on_zk_state)
+        self._coordinator = threading.Thread(target=self._coordinate, name="metaq-consumer-group",
+                                             daemon=True)
+        self._fetcher = threading.Thread(target=self._fetch_loop, name="metaq-consumer-fetch",
+                                         daemon=True)
+        self._coordinator.start()
+        self._fetcher.start()
+        if topics:
+            self.subscribe(topics)
+
+    # ---- subscription and assignment ------------------------------------------------------
+
+    def subscribe(self, topics) -> None:
+        """Subscribe to ``topics`` (added to earlier subscriptions) and join the group."""
+        if isinstance(topics, str):
+            topics = [topics]
+        for topic in topics:
+            validate_topic_name(topic)
+        with self._lock:
+            new = [t for t in topics if t not in self.topics]
+            self.topics.extend(new)
+        for topic in new:
+            self._unwatch.append(self.cluster.watch_topic(topic, lambda t: self._events.put("topic")))
+        self._events.put("subscribe")
+
+    def assignment(self) -> dict[str, list[str]]:
+        """Partitions this consumer owns now, per topic."""
+        with self._lock:
+            out: dict[str, list[str]] = {}
+            for (topic, name), state in self._owned.items():
+                if state.active:
+                    out.setdefault(topic, []).append(name)
+            return {t: sorted(v) for t, v in out.items()}
+
+    def wait_assignment(self, predicate=None, timeout_s: float = 30.0) -> dict[str, list[str]]:
+        """Wait until the group has settled (and ``predicate(assignment)`` holds)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            current = self.assignment()
+            if self._events.empty() and (predicate is None or predicate(current)):
+                return current
+            time.sleep(0.02)
+        raise TimeoutError(f"consumer {self.consumer_id}: assignment not settled in {timeout_s} s")
+
+    # ---- ZooKeeper: membership and rebalance ---------------------------------------------
+
+    def _on_zk_state(self, state) -> None:
+        if state == KazooState.LOST:
+            self._session_lost.set()
+            self._events.put("lost")
+        elif state == KazooState.CONNECTED:
+            self._events.put("connected")
+
+    def _ids_path(self) -> str:
+        return paths.consumer_ids_path(self.root, self.group)
+
+    def _register(self) -> None:
+        path = paths.consumer_id_path(self.root, self.group, self.consumer_id)
+        data = paths.encode_consumer_topics(self.topics)
+        self.zk.ensure_path(self._ids_path())
+        try:
+            self.zk.create(path, data, ephemeral=True)
+        except NodeExistsError:
+            self.zk.set(path, data)
+        if not self._registered:
+            self._registered = True
+            self._unwatch.append(self._watch_ids())
+
+    def _watch_ids(self):
+        from kazoo.recipe.watchers import ChildrenWatch
+        stopped = [False]
+
+        def on_children(_children):
+            if stopped[0]:
+                return False
+            self._events.put("ids")
+            return True
+
+        ChildrenWatch(self.zk, self._ids_path(), on_children)
+
+        def stop():
+            stopped[0] = True
+        return stop
+
+    def _coordinate(self) -> None:
+        """The coordinator thread: waits for events, rebalances until the group is settled."""
+        pending = False
+        while True:
+            try:
+                event = self._events.get(timeout=self.rebalance_backoff_s if pending else None)
+            except queue.Empty:
+                event = "retry"
+            if event == "close":
+                return
+            while True:  # coalesce a burst of events into one rebalance
+                try:
+                    nxt = self._events.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt == "close":
+                    return
+                if nxt == "lost":
+                    event = "lost"
+            if event == "lost":
+                self._drop_all("ZooKeeper session expired")
+                pending = True
+                continue
+            if not self.topics:
+                continue
+            try:
+                if self._session_lost.is_set() and self.zk.state == KazooState.CONNECTED:
+                    self._session_lost.clear()
+                self._register()
+                pending = not self._rebalance()
+            except (KazooException, ZooKeeperError, OSError) as exc:
+                log.warning("consumer %s: rebalance failed (%s); retrying", self.consumer_id, exc)
+                pending = True
+            except Exception:
+                log.exception("consumer %s: rebalance failed", self.consumer_id)
+                pending = True
+
+    def _group_members(self) -> dict[str, list[str]]:
+        """Consumer ids of the group per subscribed topic, sorted as strings."""
+        members: dict[str, list[str]] = {t: [] for t in self.topics}
+        for child in self.zk.get_children(self._ids_path()):
+            try:
+                data, _ = self.zk.get(f"{self._ids_path()}/{child}")
+            except NoNodeError:
+                continue
+            for topic in paths.parse_consumer_topics(data):
+                if topic in members:
+                    members[topic].append(child)
+        return {t: sorted(ids) for t, ids in members.items()}
+
+    def _rebalance(self) -> bool:
+        """One attempt; True when every assigned partition is owned by us."""
+        self.rebalances += 1
+        members = self._group_members()
+        wanted: set[tuple[str, str]] = set()
+        for topic in self.topics:
+            partitions = self.cluster.subscribe_partitions(topic)
+            for name in self.assign_strategy(self.consumer_id, members[topic], partitions):
+                wanted.add((topic, name))
+        with self._lock:
+            owned = set(k for k, s in self._owned.items() if s.active)
+        for key in sorted(owned - wanted):
+            self._release(*key)
+        complete = True
+        for key in sorted(wanted - owned):
+            if not self._claim(*key):
+                complete = False
+        if complete:
+            log.info("consumer %s owns %s", self.consumer_id,
+                     ", ".join(f"{t}:{p}" for t, p in sorted(wanted)) or "nothing")
+        return complete
+
+    def _claim(self, topic: str, name: str) -> bool:
+        path = paths.owner_path(self.root, self.group, topic, name)
+        self.zk.ensure_path(paths.owners_topic_path(self.root, self.group, topic))
+        me = paths.encode_text(self.consumer_id)
+        try:
+            self.zk.create(path, me, ephemeral=True)
+        except NodeExistsError:
+            try:
+                data, _ = self.zk.get(path)
+            except NoNodeError:
+                return False
+            if data != me:
+                return False  # still owned by another consumer: try again shortly
+        offset, msg_id = self._load_offset(topic, name)
+        state = _PartitionState(topic, name, offset, msg_id, self.fetch_bytes)
+        with self._lock:
+            self._owned[(topic, name)] = state
+        self._schedule_fetch(state, 0.0)
+        return True
+
+    def _load_offset(self, topic: str, name: str) -> tuple[int, int]:
+        try:
+            data, _ = self.zk.get(paths.offset_path(self.root, self.group, topic, name))
+            msg_id, offset = paths.parse_offset(data)
+            return offset, msg_id
+        except NoNodeError:
+            return self.start_offset, -1
+
+    def _release(self, topic: str, name: str) -> None:
+        with self._lock:
+            state = self._owned.pop((topic, name), None)
+            if state is not None:
+                state.active = False
+                self._polled = [p for p in self._polled if p[0] is not state]
+        if state is None:
+            return
+        self._commit_state(state)
+        try:
+            path = paths.owner_path(self.root, self.group, topic, name)
+            data, _ = self.zk.get(path)
+            if data == paths.encode_text(self.consumer_id):
+                self.zk.delete(path)
+        except NoNodeError:
+            pass
+        log.info("consumer %s released %s:%s at offset %d", self.consumer_id, topic, name,
+                 state.consumed)
+
+    def _drop_all(self, why: str) -> None:
+        """Stop fetching everything now (the session is gone: others may own it already)."""
+        with self._lock:
+            dropped = list(self._owned.values())
+            for state in dropped:
+                state.active = False
+            self._owned.clear()
+            self._polled.clear()
+        if dropped:
+            log.warning("consumer %s dropped %d partition(s): %s", self.consumer_id, len(dropped), why)
+
+    # ---- fetching ---------------------------------------------------------------------------
+
+    def _schedule_fetch(self, state: _PartitionState, delay_s: float) -> None:
+        with self._schedule_cond:
+            self._seq += 1
+            heapq.heappush(self._schedule, (time.monotonic() + delay_s, self._seq, state))
+            self._schedule_cond.notify()
+
+    def _fetch_loop(self) -> None:
+        next_commit = time.monotonic() + self.commit_interval_s
+        while True:
+            with self._schedule_cond:
+                while not self._closed:
+                    now = time.monotonic()
+                    if now >= next_commit:
+                        break
+                    if self._schedule and self._schedule[0][0] <= now:
+                        break
+                    wait = next_commit - now
+                    if self._schedule:
+                        wait = min(wait, self._schedule[0][0] - now)
+                    self._schedule_cond.wait(wait)
+                if self._closed:
+                    return
+                due = []
+                while self._schedule and self._schedule[0][0] <= time.monotonic():
+                    due.append(heapq.heappop(self._schedule)[2])
+            if time.monotonic() >= next_commit:
+                next_commit = time.monotonic() + self.commit_interval_s
+                try:
+                    self.commit()
+                except MetaqError as exc:
+                    log.warning("periodic offset commit failed: %s", exc)
+            for state in due:
+                if state.active and not state.in_flight:
+                    self._fetch(state)
+
+    def _fetch(self, state: _PartitionState) -> None:
+        if self._fetched.full():  # the application is behind: ask again later
+            self._schedule_fetch(state, 0.01)
+            return
+        url = self.cluster.broker_url(state.broker_id)
+        if url is None:
+            self._back_off(state, f"broker {state.broker_id} not registered")
+            return
+        try:
+            conn = self.pool.get_url(url)
+            fast = conn.is_metaq_fast(self.fetch_timeout_s)
+        except MetaqError as exc:
+            self._back_off(state, str(exc))
+            return
+        opaque = next_opaque()
+        verb = b"getm" if fast else b"get"
+        request = b"%s %s %s %d %d %d %d\r\n" % (verb, state.topic.encode(), self.group.encode(),
+                                                  state.number, state.fetch_offset,
+                                                  state.max_bytes, opaque)
+        state.in_flight = True
+        offset = state.fetch_offset
+        future = conn.submit(opaque, request)
+        future.add_done_callback(lambda f: self._on_fetched(state, offset, f))
+
+    def _back_off(self, state: _PartitionState, why: str | None = None) -> None:
+        step = self.max_delay_s / 10
+        state.delay_s = min(state.delay_s + step, self.max_delay_s)
+        if why:
+            log.debug("fetch %s:%s backs off %.2f s: %s", state.topic, state.name, state.delay_s, why)
+        self._schedule_fetch(state, state.delay_s)
+
+    def _on_fetched(self, state: _PartitionState, offset: int, future) -> None:
+        state.in_flight = False
+        if not state.active:
+            return
+        try:
+            reply = future.result()
+        except MetaqError as exc:
+            self._back_off(state, str(exc))
+            return
+        if isinstance(reply, ResultReply):
+            body = bytes(reply.body)
+            if reply.code == 301:  # moved: the nearest valid offset
+                state.fetch_offset = int(body)
+                if state.delivered == offset:
+                    state.delivered = state.consumed = state.fetch_offset
+                state.delay_s = 0.0
+                self._schedule_fetch(state, 0.0)
+            elif reply.code in (404, 403):  # nothing there now / partition closed
+                self._back_off(state)
+            elif reply.code == 400 and b"more than maxSize" in body and state.max_bytes < FETCH_BYTES_MAX:
+                state.max_bytes = min(state.max_bytes * 2, FETCH_BYTES_MAX)
+                self._schedule_fetch(state, 0.0)
+            else:
+                log.warning("fetch %s:%s at %d: broker answered %d %s", state.topic, state.name,
+                            offset, reply.code, body[:200].decode("utf-8", "replace"))
+                self._back_off(state)
+            return
+        try:
+            if isinstance(reply, ValuesReply):
+                # One xxh3 over the answer vouches for it from the broker's storage to here;
+                # per-record CRCs only when asked for (check_crcs="records").
+                if self.check_crcs and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
+                    raise CorruptRecordError(f"{state.topic}-{state.name}", offset,
+                                             "answer does not match its xxh3 checksum")
+                decoded = MessageSet.decode_with_lengths(reply.data, reply.record_lengths(), offset,
+                                                         verify=self.check_crcs == "records")
+            else:
+                decoded = MessageSet.decode(reply.data, offset, verify=self.check_crcs)
+        except CorruptRecordError as exc:
+            log.error("fetch %s:%s at %d: %s; asking the broker where to go on", state.topic,
+                      state.name, offset, exc)
+            self._back_off(state)
+            return
+        if not len(decoded):
+            if isinstance(reply, ValueReply) and len(reply.data) and state.max_bytes < FETCH_BYTES_MAX:
+                state.max_bytes = min(state.max_bytes * 2, FETCH_BYTES_MAX)  # record > maxSize
+                self._schedule_fetch(state, 0.0)
+            else:
+                self._back_off(state)
+            return
+        state.delay_s = 0.0
+        state.fetch_offset = decoded.next_offset
+        self._fetched.put((state, state.generation, MessageBatch(state.topic, state.name, decoded)))
+        self._schedule_fetch(state, 0.0)
+
+    # ---- the application's side ------------------------------------------------------------
+
+    def _mark_consumed(self) -> None:
+        with self._lock:
+            for state, _generation, next_offset, last_id in self._polled:
+                if state.active:
+                    state.consumed = next_offset
+                    state.consumed_id = last_id
+            self._polled.clear()
+
+    def poll(self, timeout_s: float = 1.0, max_batches: int = 64) -> list[MessageBatch]:
+        """Fetched batches (at most ``max_batches``), waiting up to ``timeout_s`` for the first.
+        The batches of the previous poll count as consumed from now on."""
+        self._mark_consumed()
+        out = []
+        try:
+            item = self._fetched.get(timeout=timeout_s)
+        except queue.Empty:
+            return out
+        while True:
+            state, _gen, batch = item
+            with self._lock:
+                if state.active and batch.offsets[0] == state.delivered:
+                    state.delivered = batch.next_offset
+                    state.delivered_id = int(batch.msg_ids[-1])
+                    self._polled.append((state, 0, batch.next_offset, state.delivered_id))
+                    out.append(batch)
+            if len(out) >= max_batches:
+                break
+            try:
+                item = self._fetched.get_nowait()
+            except queue.Empty:
+                break
+        return out
+
+    def __iter__(self):
+        """Records one at a time, forever (until ``close``); each counts as consumed when the
+        next one is asked for."""
+        while not self._closed:
+            for batch in self.poll(timeout_s=0.5, max_batches=1):
+                yield from batch
+
+    def run(self, listener, stop: threading.Event | None = None, batch: bool = False) -> None:
+        """Listener style: call ``listener(record)`` (or ``listener(batch)`` with ``batch=True``)
+        for everything fetched, until ``stop`` is set or the consumer is closed. A listener
+        that raises stops the loop; what it had not finished is redelivered later."""
+        stop = stop or threading.Event()
+        while not stop.is_set() and not self._closed:
+            for b in self.poll(timeout_s=0.2):
+                if batch:
+                    listener(b)
+                else:
+                    for record in b:
+                        listener(record)
+
+    # ---- offsets --------------------------------------------------------------------------
+
+    def _commit_state(self, state: _PartitionState) -> None:
+        if state.consumed == state.committed:
+            return
+        path = paths.offset_path(self.root, self.group, state.topic, state.name)
+        data = paths.encode_offset(state.consumed_id, state.consumed)
+        try:
+            try:
+                self.zk.set(path, data)
+            except NoNodeError:
+                self.zk.create(path, data, makepath=True)
+        except KazooException as exc:
+            raise ZooKeeperError(f"cannot commit offset of {state.topic}:{state.name}: {exc}") from exc
+        state.committed = state.consumed
+
+    def commit(self) -> None:
+        """Write the consumed position of every owned partition to ZooKeeper (changed ones)."""
+        with self._lock:
+            states = list(self._owned.values())
+        for state in states:
+            self._commit_state(state)
+
+    def positions(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return {k: s.consumed for k, s in self._owned.items()}
+
+    def close(self) -> None:
+        """Mark what was polled as consumed, commit, leave the group, release everything."""
+        if self._closed:
+            return
+        self._mark_consumed()
+        with self._lock:
+            owned = list(self._owned)
+        self._events.put("close")
+        self._coordinator.join(10)
+        try:
+            for key in owned:
+                self._release(*key)
+            try:
+                self.zk.delete(paths.consumer_id_path(self.root, self.group, self.consumer_id))
+            except NoNodeError:
+                pass
+        except (KazooException, MetaqError) as exc:
+            log.warning("consumer %s: leaving the group cleanly failed: %s", self.consumer_id, exc)
+        with self._schedule_cond:
+            self._closed = True
+            self._schedule_cond.notify_all()
+        self._fetcher.join(10)
+        for stop in self._unwatch:
+            stop()
+        self.zk.remove_listener(self._on_zk_state)
+        self.pool.close()
+        self.cluster.close()
+        if self._own_zk:
+            self.zk.stop()
+            self.zk.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _local_ip() -> str:
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = info[4][0]
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"
