@@ -30,6 +30,7 @@ from .counters import CounterRow, Counters
 from .flusher import Flusher
 from .handler import Handler
 from .partitions import PartitionTable
+from .retention import RetentionScheduler
 from .routing import worker_socket_name
 from .stats import StatsService
 
@@ -107,6 +108,8 @@ class Worker:
             self.loop.add_reader(listener.fileno(), self._accept, listener, None)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop)
         self.flusher.start()
+        self.retention = RetentionScheduler(self.loop, self.table, self.flusher.executor)
+        self.retention.start()
         self.table.on_created = self._on_partition_created
 
     def _on_partition_created(self, partition_log) -> None:
@@ -173,6 +176,8 @@ class Worker:
         self.loop.stop()
 
     def close(self) -> None:
+        if getattr(self, "retention", None) is not None:
+            self.retention.close()
         self.flusher.close()
         self.table.close()
         log.info("stopped: all partitions flushed and closed")

@@ -13,10 +13,10 @@ from .log import (
     ReadSlice,
     RecordSlice,
 )
-from .retention import RetentionPolicy, apply_retention
+from .retention import RetentionPolicy, apply_retention, dispose, expire
 
 __all__ = [
     "AppendResult", "FlushPolicy", "MessageIdAllocator", "NotRecordBoundaryError",
     "PartitionLog", "PartitionReader", "ReadSlice", "RecordSlice", "RetentionPolicy",
-    "apply_retention",
+    "apply_retention", "dispose", "expire",
 ]

@@ -48,17 +48,31 @@ def expired(path: Path, retention_ms: int, now_s: float) -> bool:
 def apply_retention(partition_log: PartitionLog, policy: RetentionPolicy,
                     now_s: float | None = None) -> list[RetentionAction]:
     """Remove (or archive) the expired oldest closed segments of one partition."""
+    return [dispose(partition_log.directory, start, path, policy)
+            for start, path in expire(partition_log, policy, now_s)]
+
+
+def expire(partition_log: PartitionLog, policy: RetentionPolicy,
+           now_s: float | None = None) -> list[tuple[int, Path]]:
+    """Take the expired oldest closed segments out of the log (fast: no file is touched but
+    their sidecars); returns (start offset, data file) of each, for ``dispose``. Call on the
+    thread that appends to the log."""
     now_s = time.time() if now_s is None else now_s
-    actions = []
+    gone = []
     for start, path in partition_log.closed_segments():
         if not expired(path, policy.retention_ms, now_s):
             break
         partition_log.drop_oldest_segment()
-        actions.append(RetentionAction(start, path, _dispose(path, policy)))
-        log.info("retention (%s) %s: %s", policy.name, actions[-1].action, path)
-    if actions:
-        files.fsync_dir(partition_log.directory)
-    return actions
+        gone.append((start, path))
+    return gone
+
+
+def dispose(directory: Path, start: int, path: Path, policy: RetentionPolicy) -> RetentionAction:
+    """Delete or archive the data file of a segment ``expire`` took out (may be slow: zip)."""
+    action = RetentionAction(start, path, _dispose(path, policy))
+    files.fsync_dir(directory)
+    log.info("retention (%s) %s: %s", policy.name, action.action, path)
+    return action
 
 
 def _dispose(path: Path, policy: RetentionPolicy) -> str:
