@@ -99,6 +99,8 @@ class Handler:
         while i < n:
             cmd = commands[i]
             kind = type(cmd)
+            # per-partition figures (counters.py): what this command counts is its partition's
+            self.counters.attribute(getattr(cmd, "topic", None), getattr(cmd, "partition", -1))
             if kind is PutRun:
                 self._puts(out, cmd.topic, cmd.partition, cmd.datas, cmd.flag, cmd.checksums,
                            cmd.opaques, None)
@@ -118,6 +120,7 @@ class Handler:
                     if opaque is not None:
                         out.write(encode_result(INTERNAL_SERVER_ERROR, b"internal error", opaque))
             i += 1
+        self.counters.attribute(None)
 
     def _refused(self, out, exc: errors.ProtocolError) -> None:
         opaque = getattr(exc, "opaque", None)
@@ -152,7 +155,7 @@ class Handler:
 
     def _failure(self, topic: str, partition: int, opaque: int, code: int,
                  detail: str | None) -> bytes:
-        self.counters.add(CounterRow.PUT_FAILED)
+        self.counters.add_for(topic, partition, CounterRow.PUT_FAILED)
         text = self._error_prefix(topic, partition)
         if detail is not None:
             text += "Detail:" + detail
@@ -186,6 +189,7 @@ class Handler:
         """
         if partition == -1:
             partition = self._choose_partition(topic)
+            self.counters.attribute(topic, partition)
         if not getattr(out, "from_worker", False):
             self.counters.add(CounterRow.CMD_PUT, len(opaques))
         try:
@@ -330,7 +334,7 @@ class Handler:
         return b"".join(replies)
 
     def _unavailable(self, topic: str, partition: int, opaques) -> bytes:
-        self.counters.add(CounterRow.PUT_FAILED, len(opaques))
+        self.counters.add_for(topic, partition, CounterRow.PUT_FAILED, len(opaques))
         return unavailable(topic, partition, opaques)
 
     def _append(self, topic, partition, datas, lengths, crcs, flags):
@@ -365,6 +369,8 @@ class Handler:
         topic, partition = cmd.topic, cmd.partition
         if partition == -1:
             partition = self._choose_partition(topic)
+        if not getattr(out, "from_worker", False):
+            self.counters.add(CounterRow.CMD_PUT)  # here: the owner does not count forwarded ones
         owner = self._remote_owner(topic, partition)
         if owner is not None:
             self.counters.add(CounterRow.FORWARDED)
@@ -372,8 +378,6 @@ class Handler:
             out.forward(owner, encode(forwarded), 1,
                         lambda skip=0: self._unavailable(topic, partition, [cmd.opaque][skip:]))
             return
-        if not getattr(out, "from_worker", False):
-            self.counters.add(CounterRow.CMD_PUT)
         try:
             self.table.check_put(topic, partition)
             if (topic, partition) in self.closed:

@@ -31,6 +31,8 @@ def load(args):
         overrides["data_path"] = str(args.data_path.resolve())
     if args.log_level is not None:
         overrides["log_level"] = args.log_level
+    if getattr(args, "log_file", None) is not None:
+        overrides["log_file"] = str(args.log_file.resolve())
     if overrides:
         config = config.with_overrides(**overrides)
     zk = config.zk

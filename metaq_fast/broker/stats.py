@@ -1,11 +1,22 @@
 """MetaQ's ``stats`` answers (reference section 10) and the ``admin`` extension verbs.
 
-Imports: stdlib, metaq_fast.protocol / errors and broker helpers. No sockets.
+Imports: stdlib, numpy, metaq_fast.protocol / errors / limits / layout and broker helpers. No
+sockets.
 
 Figures are the broker's, not one worker's: counters come from the shared counter block that
 every worker writes its row of, and partition figures from the partitions' files, which any
-worker can read. ``realtime`` counts since the last ``stats reset`` (or start), as MetaQ's
-``MetaStatLog`` does over its window.
+worker can read.
+
+Realtime figures follow MetaQ's ``MetaStatLog``: they are kept only for topics with
+``stat=true`` (patterns allowed), per (topic, partition) in the shared partition table of
+``counters.py``, summed at answer time; each statistic counts since the last reset (``stats
+reset``, and every 30 minutes: done when an answer finds the window older than that), printed
+as ``Count=<c>,Value=<v>,Value/Count=<v/c>,Count/Duration=<c/d>,Duration=<d>`` with numbers in
+Java's ``#.##`` format, ``null`` for a statistic nothing was ever recorded for and ``Invalid
+keyTwo:<topic>`` for a topic without an entry in it. Values: 1 per request for put, get,
+offset, get_miss and put_failed (so Value = Count, as MetaQ adds 1 each time); for
+message_size, Count = messages stored and Value = their data bytes (MetaQ counts every put
+request there, failed ones included; we count what was stored).
 """
 
 from __future__ import annotations
@@ -13,12 +24,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import numpy as np
 
 from .. import __version__
 from ..errors import BAD_REQUEST, INTERNAL_SERVER_ERROR, SUCCESS
 from ..protocol import encode_stats_body
 from ..layout import OWNER_RULE
-from .counters import NAMES, Counters
+from ..limits import RECORD_HEADER_BYTES
+from .counters import INDEX, Counters
 
 HELP = [
     "*EMPTY* Returns broker info.",
@@ -29,6 +44,17 @@ HELP = [
     "config Returns broker's config file content.",
 ]
 
+REALTIME_WINDOW_S = 30 * 60  # MetaQ's RealTimeStatRestTask resets the statistics this often
+# MetaQ statistic -> (count column, value column; None = 1 per count)
+STATISTICS = (
+    ("put", "cmd_put", None),
+    ("get", "cmd_get", None),
+    ("offset", "cmd_offset", None),
+    ("get_miss", "get_miss", None),
+    ("put_failed", "put_failed", None),
+    ("message_size", "put_messages", "data_bytes"),
+)
+
 
 class StatsService:
     def __init__(self, table, counters: Counters, *, port: int, started_s: float,
@@ -38,10 +64,18 @@ class StatsService:
         self.counters = counters
         self.port = port
         self.started_s = started_s
-        # Baselines of the last "stats reset", shared by all workers: a row in the counter block.
+        # Shared by all workers: its last word is the time (ms) of the last "stats reset".
         self._reset = reset_block
         self.closed = closed
         self.direct_ports = list(direct_ports)
+        # which partitions this worker counts figures for (counters.py, PartitionWriter)
+        counters.writer(table.slot).accept = self._accept_partition
+
+    def _accept_partition(self, topic: str, partition: int) -> bool:
+        settings = self.table.topic_config(topic)
+        if settings is not None:
+            return partition < settings.num_partitions
+        return self.table.view(topic, partition) is not None
 
     # ---- stats ----------------------------------------------------------------------------
 
@@ -139,41 +173,57 @@ class StatsService:
         size = sum(v.visible_end - v.first_offset for v in views)
         lines = [name, f"resultCode {code}", f"partitions {len(views)}", f"message_count {count}",
                  f"bytes {size}"]
-        for key in ("put", "get", "offset", "get_miss", "put_failed", "message_size"):
-            lines.append(f"topic_realtime_{key} null")
+        figures, duration_s = self._realtime_figures()
+        for statistic, _count, _value in STATISTICS:
+            lines.append(f"topic_realtime_{statistic} "
+                         f"{_realtime_value(figures, statistic, duration_s, name)}")
         return lines
 
     # ---- realtime -------------------------------------------------------------------------
 
-    _REALTIME = (("realtime_put", "cmd_put", "put_bytes"), ("realtime_get", "cmd_get", "get_bytes"),
-                 ("realtime_offset", "cmd_offset", None), ("realtime_get_miss", "get_miss", None),
-                 ("realtime_put_failed", "put_failed", None),
-                 ("realtime_message_size", "put_messages", "put_bytes"))
-
     def reset(self) -> None:
+        self.counters.partitions.reset_baselines()
         if self._reset is not None:
-            self._reset[:-1] = self.counters.table.sum(axis=0)[: len(NAMES)][: len(self._reset) - 1]
             self._reset[-1] = int(time.time() * 1000)
 
-    def realtime(self) -> list[str]:
-        totals = self.counters.totals()
-        base = {name: 0 for name in NAMES}
-        since_ms = int(self.started_s * 1000)
+    def _since_ms(self) -> int:
         if self._reset is not None and int(self._reset[-1]):
-            base = {name: int(self._reset[i]) for i, name in enumerate(NAMES)}
-            since_ms = int(self._reset[-1])
-        duration = max((time.time() * 1000 - since_ms) / 1000.0, 1e-9)
-        lines = []
-        for label, count_name, value_name in self._REALTIME:
-            count = totals[count_name] - base[count_name]
-            value = totals[value_name] - base[value_name] if value_name else count
-            if count == 0 and value == 0:
-                lines.append(f"{label} null")
+            return int(self._reset[-1])
+        return int(self.started_s * 1000)
+
+    def _realtime_figures(self) -> tuple[dict, int]:
+        """``{topic: (ever, since_reset)}`` count/value pairs per statistic for stat topics,
+        and the window's duration in whole seconds (MetaQ's ``Duration``)."""
+        if time.time() * 1000 - self._since_ms() >= REALTIME_WINDOW_S * 1000:
+            self.reset()
+        duration_s = int((time.time() * 1000 - self._since_ms()) // 1000)
+        columns: dict[str, np.ndarray] = {}
+        for (topic, _partition), (values, base) in self.counters.partitions.snapshot().items():
+            if not self.table.settings_for_existing(topic).stat:
                 continue
-            per = f"{value / count:.2f}" if count else "invalid"
-            lines.append(f"{label} Count={count},Value={value},Value/Count={per},"
-                         f"Count/Duration={count / duration:.2f},Duration={duration:.0f}")
-        return lines
+            both = np.stack((values, values - base))
+            if topic in columns:
+                columns[topic] += both
+            else:
+                columns[topic] = both
+        figures = {}
+        for topic, both in columns.items():
+            per = {}
+            for statistic, count_name, value_name in STATISTICS:
+                counts = both[:, INDEX[count_name]]
+                if value_name == "data_bytes":
+                    values = both[:, INDEX["put_bytes"]] - RECORD_HEADER_BYTES * counts
+                else:
+                    values = counts
+                per[statistic] = ((int(counts[0]), int(values[0])),
+                                  (int(counts[1]), int(values[1])))
+            figures[topic] = per
+        return figures, duration_s
+
+    def realtime(self) -> list[str]:
+        figures, duration_s = self._realtime_figures()
+        return [f"realtime_{statistic} {_realtime_value(figures, statistic, duration_s)}"
+                for statistic, _count, _value in STATISTICS]
 
     # ---- admin extension ----------------------------------------------------------------
 
@@ -212,3 +262,35 @@ class StatsService:
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _realtime_value(figures: dict, statistic: str, duration_s: int,
+                    topic: str | None = None) -> str:
+    """MetaQ's ``getGroupedRealTimeStatResult`` for all stat topics or one topic."""
+    recorded = {t: per[statistic] for t, per in figures.items() if per[statistic][0][0] > 0}
+    if not recorded:
+        return "null"  # nothing was ever recorded for this statistic
+    if topic is None:
+        count = sum(since[0] for _ever, since in recorded.values())
+        value = sum(since[1] for _ever, since in recorded.values())
+    elif topic in recorded:
+        count, value = recorded[topic][1]
+    else:
+        return f"Invalid keyTwo:{topic}"
+    per_count = java_decimal(value / count) if count else "invalid"
+    per_second = java_decimal(count / duration_s) if duration_s else "invalid"
+    return (f"Count={java_decimal(count)},Value={java_decimal(value)},Value/Count={per_count},"
+            f"Count/Duration={per_second},Duration={duration_s}")
+
+
+def java_decimal(number: float) -> str:
+    """Java's ``new DecimalFormat("#.##").format(number)``: at most two decimals, rounded half
+    to even, no trailing zeros, no grouping (``2.0`` -> ``2``, ``2.345`` -> ``2.35``)."""
+    if isinstance(number, int):
+        return str(number)
+    # the double's exact binary value, as Java 8+ rounds it (2.355 is 2.35499... -> 2.35)
+    rounded = Decimal(float(number)).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    text = format(rounded, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text

@@ -36,6 +36,7 @@ from ..config import Config
 from . import logs
 from .closed import ClosedPartitions
 from .counters import NAMES, Counters
+from .http import start_dashboard
 from .worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.started_s = time.time()
+        self.dashboard = None
         self._lock_data_paths()
         self.count = self.config.worker_count or os.cpu_count() or 1
         self.sockets, self.port = bind_listeners(self.config.listen_host, self.config.server_port,
@@ -96,7 +98,9 @@ class Supervisor:
                  self.broker_url)
         for slot in range(self.count):
             self._spawn(slot)
+        self.dashboard = start_dashboard(self)  # /health answers 503 until the workers are ready
         if not self._wait_ready():
+            self._stop_dashboard()
             self._stop_workers()
             return 1
         if self.registry_factory is not None and not self.stopping:
@@ -104,6 +108,7 @@ class Supervisor:
                 self.registry = self.registry_factory(self.config, self.broker_url)
             except Exception as exc:
                 log.error("cannot register in ZooKeeper: %s", exc)
+                self._stop_dashboard()
                 self._stop_workers()
                 return 1
             self._drain_events()
@@ -130,6 +135,7 @@ class Supervisor:
                                        sync_wait=True)
                 except Exception as exc:
                     log.warning("unregistering from ZooKeeper failed: %s", exc)
+            self._stop_dashboard()
             self._stop_workers()
             if self.ready_file is not None:
                 try:
@@ -390,13 +396,19 @@ class Supervisor:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._locks.append(fd)
 
+    def _stop_dashboard(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
+
     def _write_ready_file(self) -> None:
         if self.ready_file is None:
             return
         info = {"pid": os.getpid(), "host": self.config.listen_host, "port": self.port,
                 "url": self.broker_url, "broker_id": self.config.broker_id,
                 "workers": {str(w.slot): w.pid for w in self.workers.values()},
-                "direct_ports": self.direct_ports}
+                "direct_ports": self.direct_ports,
+                "dashboard_port": self.dashboard.port if self.dashboard is not None else None}
         tmp = self.ready_file.with_name(self.ready_file.name + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.ready_file)
