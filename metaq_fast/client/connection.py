@@ -110,6 +110,16 @@ class BrokerConnection:
                 self._pending.pop(opaque, None)
             raise RequestTimeoutError(f"no answer from broker {self.name} in {timeout_s} s") from None
 
+    def fail_request(self, opaque: int, error: BaseException) -> bool:
+        """Stop waiting for the reply to ``opaque``: its future fails with ``error`` now and a
+        late reply is dropped. False if it was answered (or failed) already."""
+        with self._pending_lock:
+            future = self._pending.pop(opaque, None)
+        if future is None or future.done():
+            return False
+        future.set_exception(error)
+        return True
+
     def is_metaq_fast(self, timeout_s: float = 10.0) -> bool:
         """True if the broker speaks our extensions (its version names metaq_fast)."""
         if self._is_metaq_fast is None:

@@ -191,6 +191,8 @@ class Producer:
         self._in_flight: dict[tuple, int] = {}
         self._unfinished = 0  # batches whose future is not resolved yet
         self._dead_until: dict[int, float] = {}
+        # opaque -> (deadline, connection) of every put request waiting for its reply
+        self._deadlines: dict[int, tuple[float, object]] = {}
         self._layouts: dict[str, tuple[int, dict[int, int]] | None] = {}
         self._flushing = 0
         self._closed = False
@@ -363,6 +365,7 @@ class Producer:
     def _run(self) -> None:
         while True:
             to_send = []
+            expired = []
             with self._lock:
                 while not self._stop:
                     now = time.monotonic()
@@ -387,21 +390,52 @@ class Producer:
                                 flying += 1
                             self._in_flight[key] = flying
                         self._queued -= len(to_send)
-                    if to_send:
+                    expired = self._expired_locked(now)
+                    if to_send or expired:
                         break
+                    if self._deadlines:  # the first one is the earliest (see _track)
+                        due = next(iter(self._deadlines.values()))[0] - now
+                        wait = due if wait is None else min(wait, due)
                     self._wake.wait(wait if wait is not None else 1.0)
                 if self._stop and not to_send:
                     return
+            for opaque, conn in expired:
+                conn.fail_request(opaque, RequestTimeoutError(
+                    f"no answer from broker {conn.name} in {self.request_timeout_s} s"))
             for batch in to_send:
                 self._dispatch(batch)
+
+    def _track(self, opaque: int, conn) -> None:
+        """Wait at most ``request_timeout_s`` for the reply to ``opaque``: ``_run`` fails it
+        with ``RequestTimeoutError`` after that (retriable: the batch goes elsewhere). Called
+        on the sender thread, before the request goes out; with one timeout for all, the
+        dict's insertion order is deadline order."""
+        with self._lock:
+            self._deadlines[opaque] = (time.monotonic() + self.request_timeout_s, conn)
+
+    def _untrack(self, opaque: int) -> None:
+        with self._lock:
+            self._deadlines.pop(opaque, None)
+
+    def _expired_locked(self, now: float) -> list:
+        """Pop the requests whose reply is overdue (lock held); ``_run`` fails them."""
+        expired = []
+        for opaque, (deadline, conn) in self._deadlines.items():
+            if deadline > now:
+                break
+            expired.append((opaque, conn))
+        for opaque, _conn in expired:
+            del self._deadlines[opaque]
+        return expired
 
     def _dispatch(self, batch: _Batch) -> None:
         batch.attempts += 1
         try:
             conn, fast = self._connection_for(batch.topic, batch.partition)
             if fast:
-                future, positions = self._send_putm(conn, batch)
-                future.add_done_callback(lambda f: self._on_putm_reply(batch, f, positions))
+                future, positions, opaque = self._send_putm(conn, batch)
+                future.add_done_callback(
+                    lambda f: self._on_putm_reply(batch, f, positions, opaque))
             else:
                 self._send_puts(conn, batch)
         except MetaqError as exc:
@@ -470,10 +504,12 @@ class Producer:
         head = b"putm %s %d %d %d %d %d\r\n" % (
             batch.topic.encode("utf-8"), batch.partition.partition, len(batch.datas),
             len(index) + len(records), checksum, opaque)
+        self._track(opaque, conn)
         future = conn.submit(opaque, [head, index, memoryview(records)])
-        return future, positions
+        return future, positions, opaque
 
-    def _on_putm_reply(self, batch: _Batch, future: Future, positions) -> None:
+    def _on_putm_reply(self, batch: _Batch, future: Future, positions, opaque: int) -> None:
+        self._untrack(opaque)
         try:
             reply = future.result()
         except MetaqError as exc:
@@ -505,6 +541,7 @@ class Producer:
                                                           len(data), flag, crc, opaque))
             buffers.append(data)
             futures.append((opaque, conn.submit_later(opaque)))
+            self._track(opaque, conn)
         conn.send_buffers(buffers)
         remaining = [len(futures)]
         offsets = np.zeros(len(futures), dtype=np.int64)
@@ -512,6 +549,7 @@ class Producer:
         failed = []
 
         def done(i, f):
+            self._untrack(futures[i][0])
             try:
                 reply = f.result()
                 if not isinstance(reply, ResultReply) or reply.code != 200:
