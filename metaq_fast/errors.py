@@ -193,6 +193,12 @@ class ProducerClosedError(MetaqError):
     """The producer was closed before the message could be sent."""
 
 
+class BufferFullError(MetaqError):
+    """The producer holds its maximum of unsent messages and none left in time."""
+
+    retriable = True
+
+
 class SendError(MetaqError):
     """The broker answered a put with an error result."""
 

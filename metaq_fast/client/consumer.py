@@ -52,6 +52,7 @@ from kazoo.protocol.states import KazooState
 
 from ..errors import (
     CorruptRecordError,
+    RequestTimeoutError,
     InvalidArgumentError,
     MetaqError,
     ZooKeeperError,
@@ -145,7 +146,8 @@ class Consumer:
                  auto_offset_reset: str = "earliest", max_fetch_delay_ms: float = 5000.0,
                  fetch_timeout_s: float = 10.0, check_crcs: bool = True,
                  queued_batches_max: int = 64, rebalance_backoff_ms: float = 200.0,
-                 zk_timeout_s: float = 10.0, strategy: str = "DEFAULT"):
+                 zk_timeout_s: float = 10.0, zk_session_timeout_s: float = 30.0,
+                 strategy: str = "DEFAULT"):
         validate_group_name(group)
         if auto_offset_reset not in ("earliest", "latest"):
             raise InvalidArgumentError("auto_offset_reset must be 'earliest' or 'latest'")
@@ -165,7 +167,8 @@ class Consumer:
         if zk_client is None:
             if not zk_connect:
                 raise InvalidArgumentError("Consumer needs zk_connect (or zk_client)")
-            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s)
+            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s,
+                                    session_timeout_s=zk_session_timeout_s)
         self.zk = zk_client
         self.cluster = ClusterView(zk_client, self.root)
         self.pool = ConnectionPool()
@@ -178,9 +181,11 @@ class Consumer:
         self._schedule: list = []  # heap (due_s, seq, state)
         self._schedule_cond = threading.Condition(self._lock)
         self._seq = 0
+        self._deadlines: dict[int, tuple[float, object]] = {}  # opaque -> (deadline, conn)
         self._closed = False
         self._iter_batch = None
         self.rebalances = 0
+        self.fetch_timeouts = 0  # fetches given up because the broker did not answer in time
         self._unwatch = []
         self._session_lost = threading.Event()
         self._registered = False
@@ -419,12 +424,29 @@ class Consumer:
                     wait = next_commit - now
                     if self._schedule:
                         wait = min(wait, self._schedule[0][0] - now)
+                    if self._deadlines:  # insertion order is deadline order (one timeout)
+                        first = next(iter(self._deadlines.values()))[0]
+                        if first <= now:
+                            break
+                        wait = min(wait, first - now)
                     self._schedule_cond.wait(wait)
                 if self._closed:
                     return
                 due = []
                 while self._schedule and self._schedule[0][0] <= time.monotonic():
                     due.append(heapq.heappop(self._schedule)[2])
+                expired = []
+                now = time.monotonic()
+                for opaque, (deadline, conn) in self._deadlines.items():
+                    if deadline > now:
+                        break
+                    expired.append((opaque, conn))
+                for opaque, _conn in expired:
+                    del self._deadlines[opaque]
+            self.fetch_timeouts += len(expired)
+            for opaque, conn in expired:  # a broker that stopped answering: give up on it
+                conn.fail_request(opaque, RequestTimeoutError(
+                    f"no answer to a fetch from broker {conn.name} in {self.fetch_timeout_s} s"))
             if time.monotonic() >= next_commit:
                 next_commit = time.monotonic() + self.commit_interval_s
                 try:
@@ -456,8 +478,10 @@ class Consumer:
                                                   state.max_bytes, opaque)
         state.in_flight = True
         offset = state.fetch_offset
+        with self._schedule_cond:
+            self._deadlines[opaque] = (time.monotonic() + self.fetch_timeout_s, conn)
         future = conn.submit(opaque, request)
-        future.add_done_callback(lambda f: self._on_fetched(state, offset, f))
+        future.add_done_callback(lambda f: self._on_fetched(state, offset, f, opaque))
 
     def _back_off(self, state: _PartitionState, why: str | None = None) -> None:
         step = self.max_delay_s / 10
@@ -466,7 +490,9 @@ class Consumer:
             log.debug("fetch %s:%s backs off %.2f s: %s", state.topic, state.name, state.delay_s, why)
         self._schedule_fetch(state, state.delay_s)
 
-    def _on_fetched(self, state: _PartitionState, offset: int, future) -> None:
+    def _on_fetched(self, state: _PartitionState, offset: int, future, opaque: int) -> None:
+        with self._schedule_cond:
+            self._deadlines.pop(opaque, None)
         state.in_flight = False
         if not state.active:
             return

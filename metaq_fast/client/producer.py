@@ -40,6 +40,7 @@ import xxhash
 from .. import message
 from ..errors import (
     BrokerConnectionError,
+    BufferFullError,
     InvalidArgumentError,
     MessageTooLargeError,
     MetaqError,
@@ -125,7 +126,8 @@ class MessageFuture:
 
 class _Batch:
     __slots__ = ("topic", "partition", "datas", "flags", "nbytes", "future", "created_s",
-                 "attempts", "not_before_s", "first_message", "closed", "lengths", "encoded")
+                 "attempts", "not_before_s", "first_message", "closed", "lengths", "encoded",
+                 "pinned")
 
     def __init__(self, topic: str, partition: Partition, first_message):
         self.topic = topic
@@ -139,12 +141,13 @@ class _Batch:
         self.not_before_s = 0.0
         self.first_message = first_message
         self.closed = False
+        self.pinned = False  # the user named the partition: retries stay on it
         self.lengths = None  # data lengths, when already known
         self.encoded = None  # (index bytes, records, positions, xxh3) once encoded
 
     @property
     def key(self) -> tuple:
-        return (self.topic, self.partition.broker_id, self.partition.partition)
+        return (self.topic, self.partition.broker_id, self.partition.partition, self.pinned)
 
     def add(self, data, flag: int) -> int:
         self.datas.append(data)
@@ -160,7 +163,8 @@ class Producer:
                  retries: int = 3, retry_backoff_ms: float = 100.0,
                  dead_broker_backoff_ms: float = 2000.0, request_timeout_s: float = 10.0,
                  max_message_bytes: int = MESSAGE_BYTES_MAX_DEFAULT, direct: bool = True,
-                 zk_timeout_s: float = 10.0):
+                 zk_timeout_s: float = 10.0, zk_session_timeout_s: float = 30.0,
+                 buffer_bytes: int = 64 << 20, block_s: float = 10.0):
         if batch_size < 1 or batch_bytes < 1 or max_in_flight < 1 or retries < 0:
             raise InvalidArgumentError("batch_size, batch_bytes, max_in_flight must be >= 1 and "
                                        "retries >= 0")
@@ -168,7 +172,8 @@ class Producer:
         if zk_client is None:
             if not zk_connect:
                 raise InvalidArgumentError("Producer needs zk_connect (or zk_client)")
-            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s)
+            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s,
+                                    session_timeout_s=zk_session_timeout_s)
         self.zk = zk_client
         self.cluster = ClusterView(zk_client, zk_root)
         self.selector = as_selector(selector) if selector is not None else RoundRobinSelector()
@@ -182,6 +187,9 @@ class Producer:
         self.request_timeout_s = request_timeout_s
         self.max_message_bytes = max_message_bytes
         self.direct = direct
+        self.buffer_bytes = buffer_bytes  # unsent data held at most; send() blocks beyond it
+        self.block_s = block_s
+        self._buffered = 0
         self.pool = ConnectionPool()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -217,11 +225,14 @@ class Producer:
                 f"message of {len(data)} bytes is larger than the limit of {self.max_message_bytes}")
         outgoing = OutgoingMessage(topic, value, attribute, key)
         target = self._choose(topic, outgoing, partition)
-        slot = (topic, target.broker_id, target.partition)
+        pinned = partition is not None
+        slot = (topic, target.broker_id, target.partition, pinned)
         with self._lock:
+            self._reserve_buffer_locked(20 + len(data))
             batch = self._filling.get(slot)
             if batch is None:
                 batch = self._filling[slot] = _Batch(topic, target, outgoing)
+                batch.pinned = pinned
                 self._unfinished += 1
                 self._wake.notify()
             index = batch.add(data, flag)
@@ -264,8 +275,10 @@ class Producer:
         batch.flags = flags  # None: every flag is 0
         batch.nbytes = int(lengths.sum()) + 20 * len(datas)
         batch.lengths = lengths
+        batch.pinned = partition is not None
         self._encode_putm(batch)  # here, in the caller's thread: the sender thread only routes
         with self._lock:
+            self._reserve_buffer_locked(batch.nbytes)
             self._unfinished += 1
             self._close_batch(batch)
         return batch.future
@@ -326,6 +339,20 @@ class Producer:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _reserve_buffer_locked(self, nbytes: int) -> None:
+        """Hold ``nbytes`` more unsent data, waiting (up to ``block_s``) while the buffer is
+        full: a producer faster than the brokers slows down instead of eating memory."""
+        if self._buffered + nbytes > self.buffer_bytes and self._buffered:
+            deadline = time.monotonic() + self.block_s
+            while self._buffered + nbytes > self.buffer_bytes and self._buffered:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    raise BufferFullError(
+                        f"{self._buffered} bytes wait to be sent (buffer_bytes={self.buffer_bytes}) "
+                        f"and none left in {self.block_s} s; are the brokers reachable?")
+                self._wake.wait(remaining)
+        self._buffered += nbytes
 
     # ---- partition choice -----------------------------------------------------------------
 
@@ -440,6 +467,9 @@ class Producer:
                 self._send_puts(conn, batch)
         except MetaqError as exc:
             self._attempt_failed(batch, exc)
+        except Exception as exc:  # a bug must not kill the sender and hang every future
+            log.exception("sending a batch to %s-%s failed unexpectedly", batch.topic, batch.partition)
+            self._finish(batch, error=SendError(500, f"internal error: {exc!r}"))
 
     def _connection_for(self, topic: str, partition: Partition):
         url = self.cluster.broker_url(partition.broker_id)
@@ -576,11 +606,15 @@ class Producer:
             with self._lock:
                 self._dead_until[batch.partition.broker_id] = time.monotonic() + self.dead_backoff_s
         if retriable and batch.attempts <= self.retries and not self._closed:
-            try:
-                target = self._choose(batch.topic, batch.first_message, None, exclude=batch.partition)
-            except NoBrokerError as no_broker:
-                self._finish(batch, error=no_broker)
-                return
+            if batch.pinned:
+                target = batch.partition  # the user chose it: never move the batch elsewhere
+            else:
+                try:
+                    target = self._choose(batch.topic, batch.first_message, None,
+                                          exclude=batch.partition)
+                except NoBrokerError as no_broker:
+                    self._finish(batch, error=no_broker)
+                    return
             log.info("send to %s-%s failed (%s); retrying on %s", batch.topic, batch.partition,
                      exc, target)
             with self._lock:
@@ -608,6 +642,7 @@ class Producer:
                 return
             self._release(batch)
             self._unfinished -= 1
+            self._buffered -= batch.nbytes
             self._wake.notify_all()
         if error is not None:
             batch.future.set_exception(error)
