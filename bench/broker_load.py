@@ -8,6 +8,9 @@ Scenarios (100-byte messages):
   get         MetaQ get of stored data (1 MiB answers), records decoded and counted
   sync        one synchronous put round trip at a time: latency percentiles
 
+For full runs through the client library, with ZooKeeper, verification, JSON and plots, use
+``metaq-bench`` (metaq_fast/benchtool); this script stays as the leanest probe of the broker.
+
 Starts its own broker (unflushThreshold=1000 normal flush mode unless --group-commit) on a free
 port in a temp dir and stops it at the end. The client pre-encodes its requests and checks
 every reply (codes, counts, record CRCs for get), so a fast wrong broker cannot pass. Prints
@@ -37,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from metaq_fast import message  # noqa: E402
 from metaq_fast.message import MessageSet  # noqa: E402
 from metaq_fast.protocol import NEED_DATA, ResponseDecoder, ResultReply  # noqa: E402
+from metaq_fast.benchtool.workers import Replies  # noqa: E402  (put replies counted at C speed)
 
 SIZE = 100
 
@@ -75,55 +79,6 @@ def connect(port: int) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     return sock
-
-
-class Replies:
-    """Counts reply frames on a socket and checks every one is a success, at C speed: put reply
-    bodies are digits and spaces, so b"result " can only start a frame."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-        self.surplus = 0  # replies already counted for requests of a later read()
-
-    def read(self, count: int, expect: bytes = b"result 200 ") -> None:
-        if self.surplus >= count:
-            self.surplus -= count
-            return
-        got = self.surplus
-        buf = self.buf
-        while True:
-            end = self._complete_end(buf)
-            frames = buf.count(b"result ", 0, end)
-            if frames:
-                ok = buf.count(expect, 0, end)
-                if ok != frames:
-                    at = buf.find(b"result ", 0, end)
-                    while buf.startswith(expect, at):
-                        at = buf.find(b"result ", at + 1, end)
-                    raise AssertionError(f"unexpected reply {buf[at:at + 120]!r}")
-                got += frames
-                buf = buf[end:]
-            if got >= count:
-                break
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("broker closed the connection")
-            buf = buf + data if buf else data
-        self.buf = buf
-        self.surplus = got - count
-
-    @staticmethod
-    def _complete_end(buf: bytes) -> int:
-        """End of the last complete frame in ``buf``."""
-        last = buf.rfind(b"result ")
-        if last < 0:
-            return 0
-        eol = buf.find(b"\r\n", last)
-        if eol < 0:
-            return last
-        length = int(buf[last:eol].split(b" ")[2])
-        return eol + 2 + length if eol + 2 + length <= len(buf) else last
 
 
 def putm_request(partition: int, opaque: int, count: int = 1000) -> bytes:
