@@ -3,8 +3,8 @@ measured.
 
 Modules (arguments are parsed in ``metaq_fast.cli.bench_main``):
 
-- ``payload``  self-checking payloads (sequence number, send time, run id, xxh3) and the
-               verifier that counts missing / duplicate / corrupt messages; pure, unit-tested;
+- ``payload``  self-checking payloads (sequence number, send time, run id, a 64-bit check
+               computed per batch) and the verifier that counts missing / duplicate / corrupt messages; pure, unit-tested;
 - ``cluster``  the throw-away local cluster of ``--local`` (ZooKeeper + brokers from a server.ini
                with overrides), stopped and deleted at the end;
 - ``workers``  the producer, MetaQ-put and consumer child processes;

@@ -178,7 +178,7 @@ class _SendLoop:
         self.acked += count
         self.shared.progress[self.index] = self.acked
         self.samples.add(now, count)
-        self.latency.add_ns(np.array([now - sent_ns]), weight=count)
+        self.latency.add_one_ns(now - sent_ns, weight=count)
         self.end_ns = now
 
     def result(self) -> dict:

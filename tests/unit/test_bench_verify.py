@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metaq_fast import message
 from metaq_fast.benchtool import report
@@ -19,6 +21,8 @@ from metaq_fast.benchtool.payload import (
     LatencyHistogram,
     PayloadFactory,
     Verifier,
+    payload_check,
+    payload_checks,
     verdict,
 )
 from metaq_fast.config import parse_config
@@ -58,11 +62,29 @@ def test_payload_layout():
     assert batch.shape == (4, SIZE)
     for i, row in enumerate(batch):
         raw = row.tobytes()
-        import xxhash
-        assert int.from_bytes(raw[0:8], "little") == xxhash.xxh3_64_intdigest(raw[8:])
+        assert int.from_bytes(raw[0:8], "little") == payload_check(raw[8:])
         assert int.from_bytes(raw[8:16], "little") == (3 << SEQ_BITS) + 10 + i
         assert int.from_bytes(raw[16:24], "little") == sent
         assert int.from_bytes(raw[24:28], "little") == RUN
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=300), at=st.integers(min_value=0), flip=st.integers(1, 255))
+def test_payload_check_catches_any_change_within_one_lane(data, at, flip):
+    at %= len(data)
+    damaged = bytearray(data)
+    damaged[at] ^= flip
+    assert payload_check(data) != payload_check(bytes(damaged))
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.integers(1, 20), size=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))
+def test_payload_checks_of_a_batch_equal_the_checks_of_each_row(rows, size, seed):
+    batch = np.random.default_rng(seed).integers(0, 256, (rows, size + 7), dtype=np.uint8)
+    strided = batch[:, 3 : 3 + size]  # not contiguous: rows are size + 7 apart
+    expected = [payload_check(row.tobytes()) for row in strided]
+    assert payload_checks(strided).tolist() == expected
+    assert payload_check(bytes(size)) != payload_check(bytes(size + 1))  # the length counts
 
 
 def test_random_payloads_differ_and_fixed_ones_share_the_filler():
@@ -238,6 +260,17 @@ def test_histogram_weights_and_edges():
     assert hist.total == 1002 and hist.counts[0] == 2
     assert hist.percentile_us(50) == pytest.approx(1000, rel=0.024)
     assert len(hist.edges_us()) == len(hist.counts) + 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(latency_ns=st.integers(0, 10**12), weight=st.integers(1, 10_000))
+def test_histogram_scalar_add_matches_the_array_add(latency_ns, weight):
+    one, many = LatencyHistogram(), LatencyHistogram()
+    one.add_one_ns(latency_ns, weight)
+    many.add_ns(np.array([latency_ns]), weight)
+    assert one.counts.tolist() == many.counts.tolist()
+    assert (one.total, one.min_us, one.max_us) == (many.total, many.min_us, many.max_us)
+    assert one.sum_us == pytest.approx(many.sum_us)
 
 
 # ---- the local cluster's configuration ---------------------------------------------------------
