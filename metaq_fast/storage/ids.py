@@ -96,10 +96,13 @@ class MessageIdAllocator:
                         "per worker, or the clock stepped back); ids stay unique and increasing",
                         ahead_ms, self._per_ms)
         self._next_tick = first + count
-        if self.slots == 1 and first // self._per_ms == last_ms:
-            # one millisecond: the ids are consecutive integers
-            first_id = ((last_ms - MSG_ID_EPOCH_MS) << 22) | int(self._base) | (first % self._per_ms)
-            return np.arange(first_id, first_id + count, dtype=np.int64)
+        if first // self._per_ms == last_ms:
+            # one millisecond: the ids are an arithmetic run (step = slots), one numpy call
+            k = first % self._per_ms
+            first_id = (((last_ms - MSG_ID_EPOCH_MS) << 22) | int(self._base)
+                        | (k * self.slots + self.slot))
+            step = self.slots
+            return np.arange(first_id, first_id + count * step, step, dtype=np.int64)
         ticks = np.arange(first, first + count, dtype=np.int64)
         if self._per_ms_shift is not None:  # 1, 2, 4... workers: shifts instead of divmod
             millis = ticks >> self._per_ms_shift

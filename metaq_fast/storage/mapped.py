@@ -1,6 +1,6 @@
 """Memory-mapped files: a growable data mapping and tables of fixed-size entries.
 
-Imports: numpy and metaq_fast.errors / limits only.
+Imports: numpy, metaq_fast.errors and storage.prefault only.
 
 Both writers (the owning worker) and readers (any worker serving ``get``) map the same files.
 A writer grows a file before it writes past its end, so a write into the mapping never meets a
@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
+from .prefault import PREFAULTER
+
+TABLE_POPULATE_AHEAD_BYTES = 256 * 1024  # sidecar pages populated ahead of the writer
 
 PAGE_BYTES = mmap.PAGESIZE
 
@@ -88,6 +91,7 @@ class MappedTable:
         self.grow_entries = grow_entries
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
         self.fd = os.open(self.path, flags, 0o644)
+        self._populated = 0  # entries below this index are populated (or being populated)
         self._map: np.ndarray | None = None
         self._entries: np.ndarray | None = None
         self._header: np.ndarray | None = None
@@ -176,7 +180,29 @@ class MappedTable:
         count = int(self._header[2])
         if count + n > len(self._entries):
             self.ensure(count + n)
+        if count + n > self._populated:
+            self._populate_ahead(count, count + n)
         return self._entries[count : count + n]
+
+    def _populate_ahead(self, count: int, needed: int) -> None:
+        """Have the prefault thread make the next pages writable before the writer gets there.
+
+        Measured: a batch of 1000 index entries (4 KB, one fresh page of an ext4 file) took
+        ~20 us to store when the write itself faulted the page in; in the data file pages are
+        populated ahead already (segment.py), and the sidecars deserve the same.
+        """
+        itemsize = self.dtype.itemsize
+        ahead = max(needed, self._populated) + TABLE_POPULATE_AHEAD_BYTES // itemsize
+        stop_entry = min(len(self._entries), ahead)
+        start = self.HEADER_BYTES + max(self._populated, count) * itemsize  # not what is written
+        stop = self.HEADER_BYTES + stop_entry * itemsize
+        start -= start % PAGE_BYTES
+        self._populated = stop_entry
+        if stop > start:
+            PREFAULTER.request(self._map, start, stop, self._open)
+
+    def _open(self) -> bool:
+        return self.fd >= 0
 
     def publish(self, n: int) -> None:
         self._header[2] += n  # after the entries are written: readers see whole entries only

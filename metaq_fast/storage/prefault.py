@@ -73,4 +73,13 @@ class Prefaulter:
                 # EFAULT: the range went away (segment sealed and cut); nothing to do
 
 
+def populate_now(mapping: np.ndarray, start: int, stop: int) -> bool:
+    """Populate ``mapping[start:stop]`` in this thread (page aligned ``start``); False where the
+    kernel cannot. Benchmarks use it to time the append path apart from the first touch of
+    fresh memory (see ``Segment.populate_now``)."""
+    if stop <= start:
+        return True
+    return _madvise(mapping.ctypes.data + start, stop - start, MADV_POPULATE_WRITE) == 0
+
+
 PREFAULTER = Prefaulter()

