@@ -47,6 +47,7 @@ def produce(zk: str, messages: int, size: int, out) -> None:
         pending: deque = deque()
         sent = 0
         began = time.perf_counter()
+        cpu_began = time.process_time()
         while sent < messages:
             count = min(BATCH, messages - sent)
             pending.append(producer.send_batch(TOPIC, payloads[:count]))
@@ -55,7 +56,9 @@ def produce(zk: str, messages: int, size: int, out) -> None:
                 assert len(pending.popleft().result(60).offsets) == BATCH
         while pending:
             pending.popleft().result(60)
-        out.put(("produce", sent, time.perf_counter() - began))
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+        out.put(("produce", sent, elapsed, cpu))
     finally:
         producer.close()
 
@@ -70,6 +73,7 @@ def consume(zk: str, messages: int, size: int, out) -> None:
         began = None
         deadline = time.monotonic() + 120
         checked = 0
+        cpu_began = time.process_time()
         while got < messages and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_s=0.5):
                 if began is None:
@@ -79,7 +83,7 @@ def consume(zk: str, messages: int, size: int, out) -> None:
                     assert set(batch.messages.payloads()) <= expected
                     checked += 1
         elapsed = time.perf_counter() - (began or time.perf_counter())
-        out.put(("consume", got, elapsed))
+        out.put(("consume", got, elapsed, time.process_time() - cpu_began))
     finally:
         consumer.close()
 
@@ -95,11 +99,12 @@ def one_run(args) -> dict:
             out = ctx.Queue()
             proc = ctx.Process(target=phase, args=(zk, args.messages, args.size, out))
             proc.start()
-            name, count, seconds = out.get(timeout=300)
+            name, count, seconds, cpu_s = out.get(timeout=300)
             proc.join(60)
             if count != args.messages:
                 raise SystemExit(f"{name}: {count} messages, expected {args.messages}")
             results[name] = count / seconds
+            results[f"{name} process CPU share"] = cpu_s / seconds
     finally:
         cluster.stop()
     return results
@@ -118,9 +123,13 @@ def main() -> None:
     for i in range(args.runs):
         r = one_run(args)
         runs.append(r)
-        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.0f} msg/s" for k, v in r.items()), flush=True)
+        print(f"run {i + 1}: " + ", ".join(_show(k, v) for k, v in r.items()), flush=True)
     print(f"median of {args.runs}: " + ", ".join(
-        f"{k} {statistics.median(r[k] for r in runs):,.0f} msg/s" for k in runs[0]))
+        _show(k, statistics.median(r[k] for r in runs)) for k in runs[0]))
+
+
+def _show(name: str, value: float) -> str:
+    return f"{name} {value:.2f}" if name.endswith("share") else f"{name} {value:,.0f} msg/s"
 
 
 if __name__ == "__main__":

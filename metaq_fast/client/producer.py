@@ -127,7 +127,7 @@ class MessageFuture:
 class _Batch:
     __slots__ = ("topic", "partition", "datas", "flags", "nbytes", "future", "created_s",
                  "attempts", "not_before_s", "first_message", "closed", "lengths", "encoded",
-                 "pinned")
+                 "pinned", "uniform")
 
     def __init__(self, topic: str, partition: Partition, first_message):
         self.topic = topic
@@ -143,6 +143,7 @@ class _Batch:
         self.closed = False
         self.pinned = False  # the user named the partition: retries stay on it
         self.lengths = None  # data lengths, when already known
+        self.uniform = None  # whether all data blocks have one size, when already known
         self.encoded = None  # (index bytes, records, positions, xxh3) once encoded
 
     @property
@@ -263,18 +264,21 @@ class Producer:
         else:
             datas, flags = values, None
         lengths = message.lengths_of(datas)
-        if len(lengths) and int(lengths.max()) > self.max_message_bytes:
+        longest = int(lengths.max())
+        if longest > self.max_message_bytes:
             raise MessageTooLargeError(f"a message of the batch is larger than the limit of "
                                        f"{self.max_message_bytes}")
-        if int(lengths.sum()) + 20 * len(datas) > self.batch_bytes:
-            raise MessageTooLargeError(f"batch of {int(lengths.sum()) + 20 * len(datas)} bytes is "
-                                       f"larger than batch_bytes {self.batch_bytes}")
+        nbytes = int(lengths.sum()) + 20 * len(datas)
+        if nbytes > self.batch_bytes:
+            raise MessageTooLargeError(f"batch of {nbytes} bytes is larger than batch_bytes "
+                                       f"{self.batch_bytes}")
         target = self._choose(topic, OutgoingMessage(topic, values[0], None, key), partition)
         batch = _Batch(topic, target, OutgoingMessage(topic, values[0], None, key))
         batch.datas = datas
         batch.flags = flags  # None: every flag is 0
-        batch.nbytes = int(lengths.sum()) + 20 * len(datas)
+        batch.nbytes = nbytes
         batch.lengths = lengths
+        batch.uniform = longest * len(datas) + 20 * len(datas) == nbytes  # all of one size
         batch.pinned = partition is not None
         self._encode_putm(batch)  # here, in the caller's thread: the sender thread only routes
         with self._lock:
@@ -515,7 +519,7 @@ class Producer:
         flags = batch.flags
         flag_arg = 0 if flags is None or not any(flags) else np.asarray(flags, dtype=np.int32)
         crcs = message.crc32_many(datas)
-        records = message.encode_records(datas, 0, flag_arg, crcs, lengths)
+        records = message.encode_records(datas, 0, flag_arg, crcs, lengths, batch.uniform)
         return lengths, crcs, records
 
     def _encode_putm(self, batch: _Batch) -> None:
@@ -524,7 +528,12 @@ class Producer:
         digest = xxhash.xxh3_64()
         digest.update(index)
         digest.update(records)
-        batch.encoded = (index, records, message.positions_from_lengths(lengths), digest.intdigest())
+        if batch.uniform:
+            stride = int(lengths[0]) + 20
+            positions = np.arange(0, stride * len(lengths), stride, dtype=np.int64)
+        else:
+            positions = message.positions_from_lengths(lengths)
+        batch.encoded = (index, records, positions, digest.intdigest())
 
     def _send_putm(self, conn, batch: _Batch):
         if batch.encoded is None:
