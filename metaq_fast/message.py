@@ -86,7 +86,9 @@ def header_checks(msg_ids: np.ndarray, flags) -> np.ndarray:
     h = np.asarray(msg_ids, dtype=np.int64).view(np.uint64) * _P1
     if np.ndim(flags):
         flags = np.asarray(flags)
-        if flags.any():  # flags are almost always 0: skip two array operations then
+        # flags are almost always 0: skip two array operations then (count_nonzero: 1.3 us on
+        # a strided big-endian field, where .any() byte-swaps a copy first: 4.8 us)
+        if np.count_nonzero(flags):
             h ^= flags.astype(np.uint64) * _P2
     elif flags:
         h ^= np.uint64((flags * int(_P2)) & 0xFFFFFFFFFFFFFFFF)  # Python ints: no overflow warning

@@ -412,17 +412,17 @@ class PartitionLog(_LogView):
         every record's length field (vectorised). ``verify_crcs`` checks every record's CRC too
         (needed when no batch checksum vouched for the transfer).
         """
-        lengths = np.asarray(lengths).astype(np.int64)
+        lengths = np.asarray(lengths)
         count = len(lengths)
         if count == 0:
             raise InvalidArgumentError("empty message set")
         src = np.frombuffer(records, dtype=np.uint8)
         first = int(lengths[0])
         stride = first + HEADER
-        if first >= 0 and count * stride == len(src) and (lengths == first).all():
+        if first >= 0 and count * stride == len(src) and not np.count_nonzero(lengths != first):
             # equal sizes (the usual batch): two array calls instead of min, max and a cumsum
             positions, nbytes, uniform = np.arange(0, len(src), stride, dtype=np.int64), len(src), True
-        elif int(lengths.min()) < 0:
+        elif int((lengths := lengths.astype(np.int64)).min()) < 0:
             raise InvalidArgumentError("negative record length in the index")
         else:
             positions, nbytes, uniform = message.layout(lengths)

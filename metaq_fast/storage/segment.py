@@ -87,10 +87,11 @@ class RecordIndex:
         self.positions.reset()
         self.checks.reset()
 
-    def append(self, positions: np.ndarray, checks: np.ndarray) -> None:
+    def append(self, positions: np.ndarray, checks: np.ndarray, base: int = 0) -> None:
+        """Index records at ``positions + base`` (``base``: where their batch starts)."""
         self.checks.reserve(len(checks))[:] = checks
         self.checks.publish(len(checks))
-        np.copyto(self.positions.reserve(len(positions)), positions, casting="unsafe")
+        np.add(positions, base, out=self.positions.reserve(len(positions)), casting="unsafe")
         self.positions.publish(len(positions))
 
     def append_one(self, position: int, check: int) -> None:
@@ -276,7 +277,7 @@ class Segment:
         """Index and checksum the batch just written at ``pos``; it then counts as appended
         (it becomes visible to readers when the log publishes the new end)."""
         count = len(positions)
-        self.index.append(positions + pos, message.header_checks(msg_ids, flags))
+        self.index.append(positions, message.header_checks(msg_ids, flags), base=pos)
         nbytes = len(dst)
         self.sums.reserve(1)[0] = (pos + nbytes, self.index.count, _hash(dst))  # what is mapped
         self.sums.publish(1)
