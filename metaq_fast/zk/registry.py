@@ -449,7 +449,11 @@ class BrokerRegistry:
         else:
             log.warning("broker %d: registry busy at stop; not unregistering", self._broker_id)
         if sync_wait and unregistered:
-            time.sleep(max(0.0, min(self._sync_time_s, unregister_deadline - time.monotonic())))
+            pause = max(0.0, min(self._sync_time_s, unregister_deadline - time.monotonic()))
+            if pause > 0:
+                log.info("broker %d left ZooKeeper; still serving for %.1f s (zk.zkSyncTimeMs) so "
+                         "that clients move to other brokers first", self._broker_id, pause)
+            time.sleep(pause)
         self._close_client(client, deadline)
         with self._cond:
             self._state = STATE_STOPPED
