@@ -1,12 +1,12 @@
 """Client-library throughput with nothing else in the process: what the API itself costs.
 
     .venv/bin/python bench/client_load.py [--messages 3000000] [--runs 3] [--workers 2]
-                                          [--set unflushThreshold=1000 ...]
+                                          [--batch 1000] [--set unflushThreshold=1000 ...]
 
 ``metaq-bench`` builds self-checking payloads (sequence number, time stamp, check) and verifies
 each one as it is consumed, which costs the producer and consumer processes time of their own.
 This probe measures the library alone: one producer process sends pre-built 100-byte payloads
-with ``Producer.send_batch`` (1000 a batch, 8 batches in flight), then one consumer process
+with ``Producer.send_batch`` (``--batch`` messages a batch, default 1000; 8 batches in flight), then one consumer process
 (``Consumer.poll``, a fresh group) reads the topic back. Each phase runs in its own process, as
 a user's producer and consumer would. Checked: every batch acknowledged, and the consumer gets
 exactly as many messages as were sent, with the payload bytes of the sent messages (the client
@@ -32,15 +32,14 @@ sys.path.insert(0, str(REPO))
 from metaq_fast.benchtool.cluster import LocalCluster, parse_settings  # noqa: E402
 
 TOPIC = "bench"
-BATCH = 1000
 IN_FLIGHT = 8
 
 
-def produce(zk: str, messages: int, size: int, out) -> None:
+def produce(zk: str, messages: int, size: int, batch: int, out) -> None:
     from metaq_fast.client.producer import Producer
 
-    payloads = [(b"%08d" % i).ljust(size, b"p") for i in range(BATCH)]
-    producer = Producer(zk, batch_size=BATCH)
+    payloads = [(b"%08d" % i).ljust(size, b"p") for i in range(batch)]
+    producer = Producer(zk, batch_size=batch)
     try:
         while not producer.partitions_for(TOPIC):
             time.sleep(0.02)
@@ -49,13 +48,14 @@ def produce(zk: str, messages: int, size: int, out) -> None:
         began = time.perf_counter()
         cpu_began = time.process_time()
         while sent < messages:
-            count = min(BATCH, messages - sent)
-            pending.append(producer.send_batch(TOPIC, payloads[:count]))
+            count = min(batch, messages - sent)
+            pending.append((count, producer.send_batch(TOPIC, payloads[:count])))
             sent += count
             while len(pending) >= IN_FLIGHT:
-                assert len(pending.popleft().result(60).offsets) == BATCH
+                expected, future = pending.popleft()
+                assert len(future.result(60).offsets) == expected
         while pending:
-            pending.popleft().result(60)
+            pending.popleft()[1].result(60)
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
         out.put(("produce", sent, elapsed, cpu))
@@ -63,11 +63,11 @@ def produce(zk: str, messages: int, size: int, out) -> None:
         producer.close()
 
 
-def consume(zk: str, messages: int, size: int, out) -> None:
+def consume(zk: str, messages: int, size: int, batch: int, out) -> None:
     from metaq_fast.client.consumer import Consumer
 
     consumer = Consumer(zk, group=f"probe-{time.monotonic_ns()}", topics=[TOPIC])
-    expected = {(b"%08d" % i).ljust(size, b"p") for i in range(BATCH)}
+    expected = {(b"%08d" % i).ljust(size, b"p") for i in range(batch)}
     try:
         got = 0
         began = None
@@ -97,7 +97,7 @@ def one_run(args) -> dict:
         zk = cluster.start()
         for phase in (produce, consume):
             out = ctx.Queue()
-            proc = ctx.Process(target=phase, args=(zk, args.messages, args.size, out))
+            proc = ctx.Process(target=phase, args=(zk, args.messages, args.size, args.batch, out))
             proc.start()
             name, count, seconds, cpu_s = out.get(timeout=300)
             proc.join(60)
@@ -114,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3_000_000)
     parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1000, help="messages per send_batch")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
