@@ -1342,6 +1342,23 @@ def _width(values: np.ndarray) -> int:
     return int(_chars(values).max()) if len(values) else 1
 
 
+_LOW_DIGITS = 6
+_LOW_SCALE = 10**_LOW_DIGITS
+
+
+def _split_common_head(values: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
+    """(leading digits shared by every value, what remains, its format) for ``values`` >= 0.
+
+    A batch's message ids (19 digits) and offsets differ only in their last digits; writing the
+    shared head into the template leaves small ints for ``%`` to format (measured: a 19-digit
+    int costs several times a 6-digit one to convert and to format)."""
+    low, high = int(values.min()), int(values.max())
+    if low >= _LOW_SCALE and low // _LOW_SCALE == high // _LOW_SCALE:
+        head = low // _LOW_SCALE
+        return b"%d" % head, values - head * _LOW_SCALE, b"%%0%dd" % _LOW_DIGITS
+    return b"", values, b"%d"
+
+
 def encode_put_ok_many(
     msg_ids: Sequence[int] | np.ndarray,
     partition: int | Sequence[int] | np.ndarray,
@@ -1383,9 +1400,10 @@ def encode_put_ok_many(
             # constant of the template, one substitution fewer per reply.
             values = np.empty((n, 3), dtype=np.int64)
             values[:, 0] = opqs
-            values[:, 1] = ids
-            values[:, 2] = offs
-            template = b"result 200 %d %%d\r\n%%d%s%%d" % (first_len, middle.replace(b"%", b"%%"))
+            id_head, values[:, 1], id_low = _split_common_head(ids)
+            off_head, values[:, 2], off_low = _split_common_head(offs)
+            template = b"result 200 %d %%d\r\n%s%s%s%s%s" % (
+                first_len, id_head, id_low, middle.replace(b"%", b"%%"), off_head, off_low)
             return (template * n) % tuple(values.ravel().tolist())
         values = np.empty((n, 4), dtype=np.int64)
         values[:, 0] = body_len

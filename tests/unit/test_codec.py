@@ -809,6 +809,21 @@ def test_encode_put_ok_many_equals_single_replies(n):
     assert encode_put_ok_many(ids.tolist(), 7, offsets.tolist(), opaques.tolist()) == expected
 
 
+@pytest.mark.parametrize("id_base, off_base", [
+    (2062476692353449984, 10**9),  # one shared head each: the usual batch
+    (2062476692352999000, 999_000),  # ids and offsets cross a 10**6 boundary: no shared head
+    (10**6, 0),  # smallest value with a head; offsets from 0
+    (0, 0),
+])
+def test_encode_put_ok_many_of_a_realistic_batch(id_base, off_base):
+    n = 2000
+    ids = np.arange(id_base, id_base + 2 * n, 2, dtype=np.int64)
+    offsets = np.arange(off_base, off_base + 120 * n, 120, dtype=np.int64)
+    opaques = np.arange(990, 990 + n, dtype=np.int64)  # widths 3 and 4
+    expected = b"".join(encode_put_ok(i, 3, o, q) for i, o, q in zip(ids.tolist(), offsets.tolist(), opaques.tolist()))
+    assert encode_put_ok_many(ids, 3, offsets, opaques) == expected
+
+
 @pytest.mark.parametrize("repeat", [20, 2100])
 def test_encode_put_ok_many_extremes_and_partition_arrays(repeat):
     ids = [-(2**63), 2**63 - 1, 0, -1] * repeat
