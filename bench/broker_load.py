@@ -39,17 +39,11 @@ sys.path.insert(0, str(REPO))
 
 from metaq_fast import message  # noqa: E402
 from metaq_fast.message import MessageSet  # noqa: E402
+from metaq_fast.pdeath import die_with_parent  # noqa: E402
 from metaq_fast.protocol import NEED_DATA, ResponseDecoder, ResultReply  # noqa: E402
 from metaq_fast.benchtool.workers import Replies  # noqa: E402  (put replies counted at C speed)
 
 SIZE = 100
-
-
-def die_with_parent() -> None:
-    """In the broker child: SIGTERM when this script dies, even by SIGKILL (no leaked broker)."""
-    import ctypes
-    import signal
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def start_broker(directory: Path, workers: int, group_commit: bool, partitions: int) -> tuple:

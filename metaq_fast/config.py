@@ -680,8 +680,10 @@ def _cross_problems(
             f"{transfer - limits.RECORD_HEADER_BYTES} (a get answer holds at most "
             "maxTransferSize bytes, record header included)"
         )
-    if batch < message:
-        yield "maxBatchBytes", f"must be >= maxMessageSize = {message} (a batch holds one at least)"
+    one_record = message + limits.RECORD_HEADER_BYTES + 4  # header, and its putm index entry
+    if batch < one_record:
+        yield "maxBatchBytes", (f"must be >= maxMessageSize + {one_record - message} = {one_record} "
+                                "(a batch holds one record at least)")
     if message + limits.RECORD_HEADER_BYTES > limits.CLIENT_RECORD_DATA_BYTES_MAX:
         log.warning(
             "maxMessageSize=%d: MetaQ's Java clients cannot read records above %d bytes",

@@ -83,7 +83,7 @@ def header_checks(msg_ids: np.ndarray, flags) -> np.ndarray:
     and a random change of both fields escapes it with probability 2**-32.
     """
     # Array arithmetic on uint64 wraps silently (numpy warns on overflow for scalars only).
-    h = np.asarray(msg_ids, dtype=np.int64).view(np.uint64) * _P1
+    h = np.atleast_1d(np.asarray(msg_ids, dtype=np.int64)).view(np.uint64) * _P1
     if np.ndim(flags):
         flags = np.asarray(flags)
         # flags are almost always 0: skip two array operations then (count_nonzero: 1.3 us on

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import ConfigError
+from ..pdeath import die_with_parent
 
 BROKER_START_TIMEOUT_S = 60.0
 BROKER_STOP_TIMEOUT_S = 30.0
@@ -53,12 +54,6 @@ logLevel=WARNING
 [zookeeper]
 zk.zkConnect=127.0.0.1:2181
 """
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """In a broker child: SIGTERM when the bench dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def rewrite_ini(text: str, overrides: dict[str, dict[str, str]]) -> str:

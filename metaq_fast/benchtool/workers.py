@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..pdeath import die_with_parent
 from .payload import LatencyHistogram, PayloadFactory, Samples, Verifier
 
 SAMPLE_INTERVAL_S = 0.01  # throughput samples: messages per 10 ms (JSON, plot)
@@ -83,11 +84,7 @@ class Shared:
 
 def _child_setup(spec: Spec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
     logging.basicConfig(level=getattr(logging, spec.log_level, logging.WARNING),
                         format=f"%(asctime)s {os.getpid()} %(name)s %(levelname)s %(message)s")
     if spec.log_level != "DEBUG":

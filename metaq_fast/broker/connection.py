@@ -18,7 +18,6 @@ bounds what a request may make us buffer.
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from collections import deque

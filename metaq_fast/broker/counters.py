@@ -138,7 +138,7 @@ class PartitionWriter:
     def __init__(self, table: PartitionCounters, row: int):
         self.table = table
         self.row = row
-        self.accept = None  # callable(topic, partition) -> bool; None = count nothing
+        self.accept = None  # callable(topic, partition) -> True/False/None (not yet); None = count nothing
         self._values = table.entries[row]["values"]
         self._index: dict[tuple[str, int], memoryview] = {}
         self._rejected: set[tuple[str, int]] = set()
@@ -156,10 +156,12 @@ class PartitionWriter:
             return found
         if key in self._rejected or self.accept is None:
             return None
-        if not self.accept(topic, partition):
-            if len(self._rejected) >= _REJECTED_CACHE_MAX:
-                self._rejected.clear()
-            self._rejected.add(key)
+        verdict = self.accept(topic, partition)
+        if not verdict:
+            if verdict is False:  # None: not yet, ask again next time
+                if len(self._rejected) >= _REJECTED_CACHE_MAX:
+                    self._rejected.clear()
+                self._rejected.add(key)
             return None
         used = int(self.table.used[self.row])
         if used >= self.table.slots:
@@ -186,12 +188,13 @@ def _int64s(array: np.ndarray) -> memoryview:
 class CounterRow:
     """One worker's row; attribute-free fast increments: ``row.add(row.CMD_PUT, n)``."""
 
-    __slots__ = ("values", "partitions", "_current")
+    __slots__ = ("values", "partitions", "_current", "_current_key")
 
     def __init__(self, values: memoryview, partitions: PartitionWriter | None = None):
         self.values = values
         self.partitions = partitions
         self._current: memoryview | None = None
+        self._current_key: tuple[str, int] | None = None
 
     def add(self, index: int, amount: int = 1) -> None:
         self.values[index] += amount
@@ -202,8 +205,15 @@ class CounterRow:
     def attribute(self, topic: str | None, partition: int = -1) -> None:
         """Count what follows for (topic, partition) too; ``None`` stops that."""
         if topic is None or partition < 0 or self.partitions is None:
-            self._current = None
+            self._current = self._current_key = None
         else:
+            self._current_key = (topic, partition)
+            self._current = self.partitions.values_for(topic, partition)
+
+    def store_created(self, topic: str, partition: int) -> None:
+        """A partition got its store while being attributed (a pattern topic's first put):
+        count the rest of the command for it, now that ``accept`` says yes."""
+        if self._current is None and self._current_key == (topic, partition):
             self._current = self.partitions.values_for(topic, partition)
 
     def add_for(self, topic: str, partition: int, index: int, amount: int = 1) -> None:

@@ -63,6 +63,7 @@ from .routing import owner_of
 log = logging.getLogger(__name__)
 
 LONG_MAX = 2**63 - 1
+PUT_RECORD_OVERHEAD = 24  # bytes a put adds to a batch: its record header and putm index entry
 VERSION = f"metaq_fast-{__version__}"
 # Gecko's answer for a command type with no processor (reference section 1 item 9).
 NO_PROCESSOR = "未注册请求处理器，请求处理器类为com.taobao.metamorphosis.network.{}"
@@ -178,7 +179,8 @@ class Handler:
         slot = owner_of(topic, partition, self.table.workers)
         return None if slot == self.table.slot else slot
 
-    def _puts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys) -> None:
+    def _puts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys,
+              counted: bool = False) -> None:
         """Puts of one connection to one partition, in order (``flags``: one int or a list).
 
         Validation (MetaQ's rules, checksums, sizes) happens here, in the worker that received
@@ -190,7 +192,7 @@ class Handler:
         if partition == -1:
             partition = self._choose_partition(topic)
             self.counters.attribute(topic, partition)
-        if not getattr(out, "from_worker", False):
+        if not counted and not getattr(out, "from_worker", False):
             self.counters.add(CounterRow.CMD_PUT, len(opaques))
         try:
             self.table.check_put(topic, partition)
@@ -207,6 +209,10 @@ class Handler:
                           None if tx_keys is None else tx_keys[0])
             return
         lengths = message.lengths_of(datas)
+        if int(lengths.sum()) + PUT_RECORD_OVERHEAD * len(opaques) > self.config.batch_bytes_max:
+            self._puts_in_parts(out, topic, partition, datas, flags, checksums, opaques, tx_keys,
+                                lengths)
+            return
         crcs = message.crc32_many(datas)
         sums = np.asarray(checksums, dtype=np.int64)
         ok = (sums == -1) | (sums == crcs)
@@ -236,6 +242,22 @@ class Handler:
         replies = self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
                                 result.msg_ids, result.offsets)
         self._reply_after_durable(out, log_, result.end_offset, replies)
+
+    def _puts_in_parts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys,
+                       lengths) -> None:
+        """A run of puts larger than one batch may be (many big messages pipelined): appended
+        or forwarded in parts of at most ``maxBatchBytes``, in order."""
+        ends = np.cumsum(lengths + PUT_RECORD_OVERHEAD)
+        limit = self.config.batch_bytes_max
+        start = 0
+        while start < len(opaques):
+            base = int(ends[start - 1]) if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, base + limit, side="right")))
+            part = slice(start, stop)
+            self._puts(out, topic, partition, datas[part],
+                       flags if isinstance(flags, int) else flags[part], checksums[part],
+                       opaques[part], None if tx_keys is None else tx_keys[part], counted=True)
+            start = stop
 
     def _put_one(self, out, topic, partition, data, flag, checksum, opaque, tx_key) -> None:
         """A single put (the synchronous case): plain Python, no numpy call on the way."""

@@ -46,7 +46,8 @@ from prometheus_client.core import (
 
 from .. import __version__
 from ..errors import SUCCESS
-from ..protocol import NEED_DATA, ResponseDecoder, ResultReply
+from ..protocol import NEED_DATA, ResponseDecoder, ResultReply, encode
+from ..protocol.commands import StatsCommand
 from ..storage import files
 from ..storage.state import FIRST_OFFSET, MAGIC, STATE_BYTES, VISIBLE_END
 from .counters import INDEX
@@ -228,8 +229,7 @@ class BrokerCollector:
 def query_stats(host: str, port: int, item: str, timeout_s: float = STATS_TIMEOUT_S
                 ) -> ResultReply:
     """Ask the broker at host:port ``stats <item>`` over MetaQ's protocol; its reply."""
-    opaque = 1
-    request = (f"stats {item} {opaque}\r\n" if item else f"stats  {opaque}\r\n").encode("utf-8")
+    request = encode(StatsCommand(item, 1))  # refuses an item that would split the line
     decoder = ResponseDecoder()
     received = 0
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
@@ -300,6 +300,7 @@ def stats_json(item: str, body: bytes) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = f"metaq_fast/{__version__}"
+    timeout = 10  # seconds: an idle or slow client does not hold a thread for ever
     dashboard: "DashboardServer"  # set on the subclass made per server
 
     def log_message(self, fmt, *args):  # access log at DEBUG, in the broker's one format
@@ -409,6 +410,10 @@ class DashboardServer:
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
+        if not item.isprintable() or any(c.isspace() for c in item):
+            # one token of MetaQ's stats line, nothing else: no second command smuggled in
+            return 400, {"item": item, "error": "a stats item is one word without spaces "
+                                                "or control characters"}
         try:
             reply = query_stats(host, sup.port, item)
         except (OSError, ValueError) as exc:

@@ -71,11 +71,18 @@ class StatsService:
         # which partitions this worker counts figures for (counters.py, PartitionWriter)
         counters.writer(table.slot).accept = self._accept_partition
 
-    def _accept_partition(self, topic: str, partition: int) -> bool:
+    def _accept_partition(self, topic: str, partition: int) -> bool | None:
+        """True: count it; False: never (remembered); None: not yet (asked again later)."""
         settings = self.table.topic_config(topic)
-        if settings is not None:
-            return partition < settings.num_partitions
-        return self.table.view(topic, partition) is not None
+        if settings is None:
+            return self.table.view(topic, partition) is not None
+        if partition >= settings.num_partitions:
+            return False
+        if settings.pattern is None:
+            return True
+        # A name matched by a [topic=x*] section is counted once it has a store (its first
+        # put): made-up names asked for by get/offset must not fill the table.
+        return True if self.table.view(topic, partition) is not None else None
 
     # ---- stats ----------------------------------------------------------------------------
 

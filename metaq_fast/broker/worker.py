@@ -13,7 +13,6 @@ and seal every partition, exit 0.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -23,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Config
+from ..pdeath import die_with_parent
 from ..storage import MessageIdAllocator
 from . import logs
 from .connection import Connection
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 5.0  # how long a stopping worker keeps sending replies still pending
 EXIT_BOOT_ERROR = 3  # the worker cannot start (bad data on disk): do not restart it in a loop
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -114,6 +113,7 @@ class Worker:
 
     def _on_partition_created(self, partition_log) -> None:
         self.flusher.track(partition_log)
+        self.counters.store_created(partition_log.topic, partition_log.partition)
         self.announce_topic(partition_log.topic)
 
     def announce_topic(self, topic: str) -> None:
@@ -193,7 +193,7 @@ def run_worker(spec: WorkerSpec) -> None:
         for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, who stops us
-        _die_with_parent(spec.supervisor_pid)
+        die_with_parent(spec.supervisor_pid)  # never run on as an orphan that left ZooKeeper
         worker = Worker(spec)
         try:
             worker.start()
@@ -215,15 +215,6 @@ def run_worker(spec: WorkerSpec) -> None:
     finally:
         logging.shutdown()
         os._exit(code)
-
-
-def _die_with_parent(supervisor_pid: int) -> None:
-    """If the supervisor is killed (even with SIGKILL) we get SIGTERM: stop cleanly, never run
-    on as an orphan serving a broker that has left ZooKeeper."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != supervisor_pid:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _tell(fd: int, text: str) -> None:

@@ -175,7 +175,11 @@ class Consumer:
         self.topics: list[str] = []
         self._lock = threading.RLock()
         self._owned: dict[tuple[str, str], _PartitionState] = {}
-        self._fetched: queue.Queue = queue.Queue(maxsize=queued_batches_max)
+        # Unbounded so that a connection's reader thread never blocks on it; fetches are not
+        # started while queued_batches_max batches wait, and each partition has at most one
+        # fetch in flight, so it holds at most that plus one batch per partition.
+        self._queued_batches_max = max(1, queued_batches_max)
+        self._fetched: queue.Queue = queue.Queue()
         self._polled: list[tuple[_PartitionState, int, int, int]] = []  # awaiting "consumed"
         self._events: queue.Queue = queue.Queue()
         self._schedule: list = []  # heap (due_s, seq, state)
@@ -458,7 +462,7 @@ class Consumer:
                     self._fetch(state)
 
     def _fetch(self, state: _PartitionState) -> None:
-        if self._fetched.full():  # the application is behind: ask again later
+        if self._fetched.qsize() >= self._queued_batches_max:  # the application is behind
             self._schedule_fetch(state, 0.01)
             return
         url = self.cluster.broker_url(state.broker_id)
@@ -496,6 +500,14 @@ class Consumer:
         state.in_flight = False
         if not state.active:
             return
+        try:
+            self._take_fetched(state, offset, future)
+        except Exception:  # noqa: BLE001 - a bad answer must not stop this partition for good
+            log.exception("fetch %s:%s at %d: unexpected answer; backing off", state.topic,
+                          state.name, offset)
+            self._back_off(state)
+
+    def _take_fetched(self, state: _PartitionState, offset: int, future) -> None:
         try:
             reply = future.result()
         except MetaqError as exc:

@@ -220,6 +220,9 @@ class Producer:
              partition: Partition | str | None = None) -> MessageFuture:
         """Queue one message; its future resolves to a ``SendResult`` once stored."""
         self._check_open()
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            # caught here, not in the sender thread where it would fail a whole shared batch
+            raise InvalidArgumentError(f"a message value must be bytes-like, got {type(value).__name__}")
         data, flag = message.encode_data(value, attribute) if attribute is not None else (value, 0)
         if len(data) > self.max_message_bytes:
             raise MessageTooLargeError(
@@ -257,6 +260,9 @@ class Producer:
         if not values:
             raise InvalidArgumentError("send_batch needs at least one value")
         if attributes is not None:
+            attributes = list(attributes)
+            if len(attributes) != len(values):  # zip would drop the extra messages silently
+                raise InvalidArgumentError(f"{len(values)} values but {len(attributes)} attributes")
             encoded = [message.encode_data(v, a) if a is not None else (v, 0)
                        for v, a in zip(values, attributes)]
             datas = [d for d, _ in encoded]
@@ -565,11 +571,15 @@ class Producer:
         except MetaqError as exc:
             self._attempt_failed(batch, exc)
             return
+        if len(ids) != len(positions):
+            self._finish(batch, error=SendError(500, f"putm answer holds {len(ids)} ids for "
+                                                     f"{len(positions)} messages"))
+            return
         self._finish(batch, BatchResult(batch.topic, batch.partition, positions + first_offset, ids))
 
     def _send_puts(self, conn, batch: _Batch) -> None:
         """A MetaQ broker: the batch as pipelined MetaQ puts (7-token form, with checksums)."""
-        lengths, crcs, _records = self._encode(batch)
+        crcs = message.crc32_many(batch.datas)
         topic_b = batch.topic.encode("utf-8")
         futures = []
         buffers = []
@@ -598,6 +608,8 @@ class Producer:
                 ids[i], offsets[i] = int(msg_id), int(offset)
             except MetaqError as exc:
                 failed.append(exc)
+            except ValueError:  # a callback must not die: the batch's future would hang
+                failed.append(SendError(500, f"malformed put answer {bytes(reply.body)[:80]!r}"))
             remaining[0] -= 1
             if remaining[0] == 0:
                 if failed:
@@ -621,18 +633,24 @@ class Producer:
                 try:
                     target = self._choose(batch.topic, batch.first_message, None,
                                           exclude=batch.partition)
-                except NoBrokerError as no_broker:
-                    self._finish(batch, error=no_broker)
+                except Exception as no_target:  # noqa: BLE001 - incl. a user selector's error
+                    self._finish(batch, error=no_target)
                     return
             log.info("send to %s-%s failed (%s); retrying on %s", batch.topic, batch.partition,
                      exc, target)
             with self._lock:
-                self._release(batch)
-                batch.partition = target
-                batch.not_before_s = time.monotonic() + self.retry_backoff_s
-                batch.closed = False
-                self._close_batch(batch)
-                self._wake.notify_all()
+                requeued = not self._closed  # else close() has emptied the queues meanwhile
+                if requeued:
+                    self._release(batch)
+                    batch.partition = target
+                    batch.not_before_s = time.monotonic() + self.retry_backoff_s
+                    batch.closed = False
+                    self._close_batch(batch)
+                    self._wake.notify_all()
+            if not requeued:  # fail it rather than strand it in a queue nobody reads
+                self._finish(batch, error=ProducerClosedError(
+                    f"producer closed while {len(batch.datas)} message(s) to {batch.topic} "
+                    f"waited for a retry (last error: {exc})"))
             return
         self._finish(batch, error=exc)
 

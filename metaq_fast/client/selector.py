@@ -20,11 +20,9 @@ import itertools
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from metaq_fast.errors import InvalidArgumentError, NoBrokerError
-from metaq_fast.zk import paths
 from metaq_fast.zk.paths import Partition  # re-exported: the client's partition type
 
 # Java's PositiveAtomicCounter: an int incremented then masked to be non-negative.

@@ -441,7 +441,7 @@ class PartitionLog(_LogView):
         if verify_crcs:
             view = memoryview(src)
             starts = (positions + HEADER).tolist()
-            ends = (positions + HEADER + lengths).tolist()
+            ends = (positions + HEADER + lengths.astype(np.int64, copy=False)).tolist()
             actual = message.crc32_many(list(map(view.__getitem__, map(slice, starts, ends))))
             bad = np.flatnonzero(actual != headers["crc"])
             if len(bad):

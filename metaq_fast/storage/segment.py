@@ -276,7 +276,6 @@ class Segment:
                flags) -> None:
         """Index and checksum the batch just written at ``pos``; it then counts as appended
         (it becomes visible to readers when the log publishes the new end)."""
-        count = len(positions)
         self.index.append(positions, message.header_checks(msg_ids, flags), base=pos)
         nbytes = len(dst)
         self.sums.reserve(1)[0] = (pos + nbytes, self.index.count, _hash(dst))  # what is mapped
@@ -335,6 +334,7 @@ class Segment:
         os.ftruncate(self.fd, self.size)
         self.capacity = self.file_bytes = self._allocated = self.size
         self._data = map_fd(self.fd, self.size, True) if self.size else None
+        self._view = None  # it was of the old, longer mapping
         self.closed_for_append = True
 
     def close(self) -> None:
@@ -345,7 +345,7 @@ class Segment:
         for table in (self.index, self.sums):
             if table is not None:
                 table.close(shrink=self.writable)
-        self._data = None
+        self._data = self._view = None
         os.close(self.fd)
         self.fd = -1
 

@@ -23,8 +23,6 @@ thread, normally). Servers still running at interpreter exit are stopped by an `
 from __future__ import annotations
 
 import atexit
-import ctypes
-import ctypes.util
 import ipaddress
 import os
 import shutil
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from metaq_fast.errors import ZooKeeperError
+from metaq_fast.pdeath import die_with_parent
 
 ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 SLF4J_SIMPLE_JAR = "/usr/share/java/slf4j-simple.jar"
@@ -152,12 +151,6 @@ def _free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the forked child
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class LocalZooKeeper:
@@ -375,7 +368,7 @@ class LocalZooKeeper:
                 cwd=self.data_dir,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=None if os.path.basename(args[0]) == "setpriv" else _set_pdeathsig,
+                preexec_fn=None if os.path.basename(args[0]) == "setpriv" else die_with_parent,
             )
         except OSError as e:
             self._close_log()

@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 def open_client(connect: str, *, timeout_s: float = 10.0,
                 session_timeout_s: float = 30.0) -> KazooClient:
     """A started KazooClient on ``connect`` (``host:port[,host:port][/chroot]``)."""
-    client = KazooClient(hosts=connect, timeout=session_timeout_s)
+    try:
+        client = KazooClient(hosts=connect, timeout=session_timeout_s)
+    except ValueError as exc:  # kazoo's own check of the connect string
+        raise ZooKeeperError(f"bad ZooKeeper connect string {connect!r}: {exc}") from exc
     try:
         client.start(timeout=timeout_s)
     except (KazooTimeoutError, Exception) as exc:
