@@ -17,19 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from metaq_fast.pdeath import die_with_parent
 from metaq_fast.protocol import NEED_DATA, ResponseDecoder
-
-from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STARTED: list["BrokerProcess"] = []
 
 
-def die_with_parent() -> None:
-    """In the broker child: SIGTERM when the test process dies, even by SIGKILL, so a killed
-    test run never leaves a broker behind (its workers follow their supervisor)."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG  # every broker a test started, for cleanup and log dumps
+# every broker a test started, for cleanup and log dumps
 
 
 def server_ini(*, broker_id=0, port=0, data_path: Path, workers=2, zk_connect: str | None = None,
@@ -100,6 +95,7 @@ class BrokerProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"metaq-server exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
+                self.kill()  # not left running until pytest exits
                 raise AssertionError(f"metaq-server not ready in {timeout_s} s:\n{self.log_tail()}")
             time.sleep(0.02)
         self.info = json.loads(self.ready_path.read_text())

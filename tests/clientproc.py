@@ -187,11 +187,11 @@ def stop_all(procs) -> None:
 # ---- ZooKeeper and broker reads for the tests ----------------------------------------------------
 
 
-def owners(zk, group: str, topic: str, root: str = "/meta") -> dict[str, str]:
-    """``{partition string: owning consumer id}`` from ``consumers/<group>/owners/<topic>``."""
+def _children_data(zk, path: str) -> dict[str, str]:
+    """``{child: its data as text}`` under ``path``; {} if it is missing, and children deleted
+    meanwhile are left out."""
     from kazoo.exceptions import NoNodeError
 
-    path = f"{root}/consumers/{group}/owners/{topic}"
     try:
         children = zk.get_children(path)
     except NoNodeError:
@@ -206,22 +206,75 @@ def owners(zk, group: str, topic: str, root: str = "/meta") -> dict[str, str]:
     return found
 
 
+def owners(zk, group: str, topic: str, root: str = "/meta") -> dict[str, str]:
+    """``{partition string: owning consumer id}`` from ``consumers/<group>/owners/<topic>``."""
+    return _children_data(zk, f"{root}/consumers/{group}/owners/{topic}")
+
+
 def committed_offsets(zk, group: str, topic: str,
                       root: str = "/meta") -> dict[str, tuple[int, int]]:
     """``{partition string: (msg id, offset)}`` from ``consumers/<group>/offsets/<topic>``."""
-    from kazoo.exceptions import NoNodeError
-
-    path = f"{root}/consumers/{group}/offsets/{topic}"
-    try:
-        children = zk.get_children(path)
-    except NoNodeError:
-        return {}
     found = {}
-    for child in children:
-        data, _ = zk.get(f"{path}/{child}")
-        msg_id, _, offset = data.decode("utf-8").rpartition("-")
+    for child, text in _children_data(zk, f"{root}/consumers/{group}/offsets/{topic}").items():
+        msg_id, _, offset = text.rpartition("-")
         found[child] = (int(msg_id), int(offset))
     return found
+
+
+# ---- brokers and a producer thread shared by the client tests ------------------------------------
+
+
+def start_brokers(brokers, zk_connect: str, topic: str, partitions: int, ids=(0, 1)) -> dict:
+    """One single-worker broker per id (``brokers`` fixture), each with ``partitions`` of
+    ``topic``."""
+    return {i: brokers(f"b{i}", zk_connect=zk_connect, broker_id=i, workers=1,
+                       topics={topic: {"numPartitions": partitions}}) for i in ids}
+
+
+class Sender(threading.Thread):
+    """Sends unique payloads ``<prefix>-<n>`` to ``topic`` in chunks of ``chunk``, waiting for
+    each chunk's results (then ``pace_s``, load shaping), until stopped; bounded by
+    ``max_messages`` and ``max_s``."""
+
+    def __init__(self, producer, topic: str, prefix: bytes, chunk: int = 20, pace_s: float = 0.0,
+                 max_messages: int = 20_000, max_s: float = 30.0):
+        super().__init__(daemon=True, name=f"sender-{prefix.decode(errors='replace')}")
+        self.producer, self.topic, self.prefix = producer, topic, prefix
+        self.chunk, self.pace_s = chunk, pace_s
+        self.max_messages, self.max_s = max_messages, max_s
+        self.stop_event = threading.Event()
+        self.ok: list[tuple[bytes, object]] = []  # (payload, SendResult)
+        self.failed: list[tuple[bytes, BaseException]] = []
+        self.unexpected: list[BaseException] = []
+
+    def run(self) -> None:
+        from metaq_fast.errors import MetaqError
+
+        deadline = time.monotonic() + self.max_s
+        i = 0
+        try:
+            while (not self.stop_event.is_set() and time.monotonic() < deadline
+                   and i < self.max_messages):
+                futures = []
+                for _ in range(self.chunk):
+                    payload = b"%s-%08d" % (self.prefix, i)
+                    i += 1
+                    futures.append((payload, self.producer.send(self.topic, payload)))
+                for payload, future in futures:
+                    try:
+                        self.ok.append((payload, future.result(60)))
+                    except MetaqError as exc:
+                        self.failed.append((payload, exc))
+                if self.pace_s:
+                    self.stop_event.wait(self.pace_s)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.unexpected.append(exc)
+
+    def finish(self) -> None:
+        self.stop_event.set()
+        self.join(90)
+        assert not self.is_alive(), "sender hung"
+        assert self.unexpected == [], self.unexpected
 
 
 def read_partition(port: int, topic: str, partition: int) -> dict[int, tuple[int, bytes]]:

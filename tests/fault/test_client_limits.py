@@ -16,7 +16,7 @@ from metaq_fast.zk.paths import Partition
 from tests.brokers import WireClient
 from tests.helpers import wait_until
 
-pytestmark = [pytest.mark.zk, pytest.mark.slow]
+pytestmark = [pytest.mark.zk, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def frozen(broker):
@@ -45,7 +45,7 @@ def test_send_blocks_then_fails_clearly_when_the_buffer_is_full(brokers, zk_conn
             assert time.monotonic() - began < 5
             assert 30 <= len(futures) < 100  # about 64 KiB held, no more
         producer.flush(30)
-        assert all(f.exception() is None for f in futures)  # nothing buffered was lost
+        assert all(f.exception(0) is None for f in futures)  # nothing buffered was lost
     finally:
         producer.close()
 
@@ -57,7 +57,8 @@ def test_retries_of_a_pinned_partition_stay_on_it(brokers, zk_connect):
     try:
         assert admin.request(b"admin closePartitions test 1 1 1\r\n").code == 200
         future = producer.send("test", b"pinned", partition="0-1")
-        time.sleep(0.5)  # several refused attempts (403, retriable) meanwhile
+        wait_until(lambda: producer.failed_attempts >= 2, timeout_s=10,
+                   message="the closed partition was not retried")  # 403 is retriable
         assert not future.done()
         assert admin.request(b"admin openPartitions test 2\r\n").code == 200
         result = future.result(10)

@@ -5,6 +5,7 @@ a healthy client must still be served, no worker may have restarted, and the bro
 hold a traceback (a handled exception would still be a bug). Seeded, bounded in count and time.
 """
 
+import errno
 import os
 import random
 import socket
@@ -69,7 +70,10 @@ def send(port: int, data: bytes, how: str, rng: random.Random) -> None:
                 n = rng.randint(1, 64)
                 sock.sendall(data[i : i + n])
                 i += n
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # ENOTCONN: the broker has closed it already (then recv says so)
+            pass
         sock.settimeout(3)
         while True:
             chunk = sock.recv(65536)
@@ -80,8 +84,14 @@ def send(port: int, data: bytes, how: str, rng: random.Random) -> None:
                 pass  # every reply the broker sends must be a well-formed frame
     except ProtocolError as exc:
         raise AssertionError(f"broker sent a malformed reply to {data[:80]!r}: {exc}") from exc
-    except (ConnectionError, socket.timeout, OSError):
-        pass  # the broker closed the connection: an allowed answer to bad bytes
+    except socket.timeout as exc:
+        # we shut our side down, so the broker must answer and close (EOF), never just hang
+        raise AssertionError(f"broker neither answered nor closed after {data[:80]!r}") from exc
+    except ConnectionError:
+        pass  # the broker reset or closed the connection: an allowed answer to bad bytes
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:  # closed by the broker before we shut our side down
+            raise
     finally:
         sock.close()
 

@@ -181,6 +181,29 @@ def test_oversized_put_answers_400_and_the_connection_goes_on(brokers):
     assert put_ok(client.request(b"put test 0 5 0 -1 8\r\nhello"))[2] == 0
 
 
+def test_a_run_of_puts_larger_than_a_batch_is_stored_in_parts(brokers):
+    """Big messages pipelined to one partition: a run of them exceeds maxBatchBytes; each
+    worker (the owner appending, the other forwarding as putm) splits it, nothing is refused."""
+    broker = brokers(workers=2, topics={"test": {"numPartitions": 2}},
+                     system={"maxMessageSize": 3000, "maxBatchBytes": 7000})
+    client = WireClient(broker.port)
+    try:
+        payloads = [bytes([i]) * 2900 for i in range(20)]
+        for partition in (0, 1):  # one of the two is owned by the worker this connection hit
+            client.send(b"".join(b"put test %d 2900 0 -1 %d\r\n" % (partition, i) + p
+                                 for i, p in enumerate(payloads)))
+            replies = client.replies(len(payloads))
+            assert [r.opaque for r in replies] == list(range(len(payloads)))
+            assert [put_ok(r)[2] for r in replies] == [i * 2920 for i in range(len(payloads))]
+            data = b""
+            while len(data) < 2920 * len(payloads):
+                data += bytes(client.request(
+                    b"get test g %d %d 1048576 99\r\n" % (partition, len(data))).data)
+            assert MessageSet.decode(data).payloads() == payloads
+    finally:
+        client.close()
+
+
 def test_pipelined_puts_are_answered_in_order_of_opaque(broker, client):
     count = 3000
     payloads = [os.urandom(50) for _ in range(count)]

@@ -35,7 +35,7 @@ from metaq_fast.zk.server import LocalZooKeeper, find_zookeeper, four_letter_wor
 from tests.brokers import REPO, WireClient, die_with_parent, server_ini
 from tests.helpers import free_port, wait_until
 
-pytestmark = [pytest.mark.zk]
+pytestmark = [pytest.mark.zk, pytest.mark.timeout(180)]
 
 SESSION_TIMEOUT_S = 4.0  # zk.zkSessionTimeoutMs in tests.brokers.server_ini
 TICK_S = 0.5  # the test ZooKeeper's tickTime (expiry is checked in whole ticks)
@@ -208,6 +208,8 @@ def private_zookeeper(data_dir: Path, port: int | None = None) -> Iterator[Local
 class Putter(threading.Thread):
     """Puts on one connection in a loop, recording (monotonic time, ok) of each answer."""
 
+    MAX_S = 120  # a bound even if the test never calls finish()
+
     def __init__(self, port: int):
         super().__init__(daemon=True, name="putter")
         self.client = WireClient(port)
@@ -217,8 +219,9 @@ class Putter(threading.Thread):
 
     def run(self) -> None:
         opaque = 0
+        deadline = time.monotonic() + self.MAX_S
         try:
-            while not self.stop_event.is_set():
+            while not self.stop_event.is_set() and time.monotonic() < deadline:
                 opaque += 1
                 try:
                     put(self.client, opaque)
@@ -315,7 +318,7 @@ def test_second_broker_joins_while_the_first_serves(brokers, zk_connect, zk_clie
 def test_kill_9_removes_the_ephemeral_nodes_within_the_session_timeout(
         brokers, zk_connect, zk_client):
     victim = brokers("b0", zk_connect=zk_connect, broker_id=0, topics=TOPICS)
-    survivor = brokers("b1", zk_connect=zk_connect, broker_id=1, topics=TOPICS)
+    brokers("b1", zk_connect=zk_connect, broker_id=1, topics=TOPICS)  # the survivor
     victim_nodes = node_paths(0, {"test": True})
     survivor_nodes = stats(zk_client, node_paths(1, {"test": True}))
     assert present(zk_client, victim_nodes)
@@ -560,8 +563,11 @@ def test_local_mode_starts_and_stops_its_own_zookeeper(tmp_path):
             assert not zookeeper_answers("127.0.0.1", zk_port, timeout_s=0.5)
             assert "stopping the local ZooKeeper" in log_path.read_text()
     finally:
-        for pid in pids_matching(zoo_cfg):  # only when the test failed before its own checks
-            os.kill(pid, signal.SIGKILL)
+        # Only when the test failed before its own checks: the ZooKeeper this test's broker
+        # started (its PIDs as seen while it ran, else found by this test's own zoo.cfg path).
+        for pid in zk_pids or pids_matching(zoo_cfg):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_local_mode_reuses_an_answering_zookeeper_and_leaves_it_running(tmp_path):

@@ -13,7 +13,6 @@ No fixed sleeps: ``wait_until`` everywhere; every loop is bounded.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from metaq_fast.client.balance import assign_all
 from metaq_fast.client.producer import BatchResult, MessageFuture, Producer, SendResult
 from metaq_fast.client.consumer import Consumer
 from metaq_fast.errors import (
+    InvalidArgumentError,
     MessageTooLargeError,
     MetaqError,
     NoBrokerError,
@@ -33,11 +33,13 @@ from metaq_fast.zk.paths import Partition
 from tests.clientproc import (
     ConsumerProc,
     ProducerProc,
+    Sender,
     committed_offsets,
     owners,
     read_partition,
     stop_all,
 )
+from tests.clientproc import start_brokers as shared_start_brokers
 from tests.helpers import free_port, wait_until
 
 pytestmark = [pytest.mark.zk, pytest.mark.timeout(120)]
@@ -51,9 +53,7 @@ HEADER_BYTES = 20  # MetaQ's record header; a record takes 20 + len(data) bytes 
 
 
 def start_brokers(brokers, zk_connect: str, ids=(0, 1)) -> dict:
-    """One broker per id, each with ``PARTS_PER_BROKER`` partitions of ``TOPIC``."""
-    return {i: brokers(f"b{i}", zk_connect=zk_connect, broker_id=i, workers=1,
-                       topics={TOPIC: {"numPartitions": PARTS_PER_BROKER}}) for i in ids}
+    return shared_start_brokers(brokers, zk_connect, TOPIC, PARTS_PER_BROKER, ids)
 
 
 def partition_strings(ids) -> list[str]:
@@ -120,7 +120,7 @@ CASES = {
 def test_balancing_gives_metaq_default_assignment(case, brokers, zk_connect, zk_client, tmp_path):
     start_order, literal = CASES[case]
     group = f"bal-{case}"
-    bs = start_brokers(brokers, zk_connect, BROKER_IDS)
+    start_brokers(brokers, zk_connect, BROKER_IDS)
     partitions = partition_strings(BROKER_IDS)
     procs = start_consumers(tmp_path, zk_connect, group, start_order)  # not in sorted order
     producer = None
@@ -159,60 +159,20 @@ def test_balancing_gives_metaq_default_assignment(case, brokers, zk_connect, zk_
     # A clean close leaves the group: no ids, no owners.
     assert zk_client.get_children(f"/meta/consumers/{group}/ids") == []
     assert owners(zk_client, group, TOPIC) == {}
-    assert bs  # brokers are stopped by the fixture
 
 
 # ---- 3. a broker started mid-run gets producer traffic -----------------------------------------
 
 
-class Sender(threading.Thread):
-    """Sends unique payloads until stopped (bounded by ``max_messages`` and ``max_s``), paced
-    in chunks of ``chunk`` messages waited for together; records every result."""
-
-    def __init__(self, producer: Producer, prefix: bytes, chunk: int = 20,
-                 max_messages: int = 20_000, max_s: float = 30.0):
-        super().__init__(daemon=True, name="sender")
-        self.producer = producer
-        self.prefix = prefix
-        self.chunk = chunk
-        self.max_messages = max_messages
-        self.max_s = max_s
-        self.stop_event = threading.Event()
-        self.ok: list[tuple[bytes, SendResult]] = []
-        self.failed: list[tuple[bytes, BaseException]] = []
-        self.unexpected: list[BaseException] = []
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.max_s
-        i = 0
-        try:
-            while (not self.stop_event.is_set() and time.monotonic() < deadline
-                   and i < self.max_messages):
-                futures = []
-                for _ in range(self.chunk):
-                    payload = b"%s-%08d" % (self.prefix, i)
-                    i += 1
-                    futures.append((payload, self.producer.send(TOPIC, payload)))
-                for payload, future in futures:
-                    try:
-                        self.ok.append((payload, future.result(60)))
-                    except MetaqError as exc:
-                        self.failed.append((payload, exc))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.unexpected.append(exc)
-
-    def finish(self) -> None:
-        self.stop_event.set()
-        self.join(90)
-        assert not self.is_alive(), "sender hung"
-        assert self.unexpected == [], self.unexpected
+def TopicSender(producer: Producer, prefix: bytes, **kw) -> Sender:
+    return Sender(producer, TOPIC, prefix, **kw)
 
 
 def test_new_broker_gets_traffic_without_client_restart(brokers, zk_connect, tmp_path):
     first = brokers("b0", zk_connect=zk_connect, broker_id=0, workers=1,
                     topics={TOPIC: {"numPartitions": PARTS_PER_BROKER}})
     producer = Producer(zk_connect)
-    sender = Sender(producer, b"grow")
+    sender = TopicSender(producer, b"grow")
     try:
         assert producer.partitions_for(TOPIC) == [Partition(0, 0), Partition(0, 1)]
         sender.start()
@@ -371,6 +331,10 @@ def test_message_too_large_and_closed_producer_are_typed_errors(brokers, zk_conn
             producer.send(TOPIC, b"x" * 1001)
         with pytest.raises(MessageTooLargeError):
             producer.send_batch(TOPIC, [b"ok", b"x" * 1001])
+        with pytest.raises(InvalidArgumentError, match="bytes-like, got str"):
+            producer.send(TOPIC, "text")  # refused here, not in the sender with a whole batch
+        with pytest.raises(InvalidArgumentError, match="2 values but 1 attributes"):
+            producer.send_batch(TOPIC, [b"a", b"b"], attributes=["only one"])
         ok = producer.send_sync(TOPIC, b"x" * 1000)  # the limit itself is fine
         stored = read_partition(broker.port, TOPIC, ok.partition.partition)
         assert stored[ok.offset][1] == b"x" * 1000

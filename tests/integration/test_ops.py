@@ -278,6 +278,11 @@ def test_metrics_health_and_stats_over_http(brokers):
     answer = json.loads(body)
     assert answer["topic"] == "test" and answer["stats"]["message_count"] == 10
     assert http_get(port, "/nothing")[0] == 404
+    # a second command smuggled into the stats item is refused, and never reaches the broker
+    smuggled = "/stats/x%0D%0Aadmin%20closePartitions%20test%200%201%201"
+    status, body = http_get(port, smuggled)
+    assert status == 400 and "one word" in json.loads(body)["error"]
+    assert scrape(port)[("metaq_partition_closed", part("test", 0))] == 0
 
     # a dying worker: /health says 503 while it is away, restarts are counted, figures stay
     victim = broker.info["workers"]["1"]
@@ -380,14 +385,16 @@ def test_admin_group_lag_is_produced_minus_consumed(brokers, zk_connect, zk_clie
     # fetches of 3 records: consume exactly one batch, then close (commits what was consumed)
     consumer = Consumer(zk_connect, group="g1", topics=["test"], fetch_bytes=3 * RECORD,
                         commit_interval_ms=60_000)
-    batches = wait_until(lambda: consumer.poll(timeout_s=0.5, max_batches=1), timeout_s=30)
-    [batch] = batches
-    consumed = {batch.partition: len(batch)}
-    assert len(batch) == 3
-    live = admin_json("-z", zk_connect, "group", "g1")
-    assert [m["id"] for m in live["members"]] == [consumer.consumer_id]
-    assert {r["owner"] for r in live["partitions"]} == {consumer.consumer_id}
-    consumer.close()
+    try:
+        batches = wait_until(lambda: consumer.poll(timeout_s=0.5, max_batches=1), timeout_s=30)
+        [batch] = batches
+        consumed = {batch.partition: len(batch)}
+        assert len(batch) == 3
+        live = admin_json("-z", zk_connect, "group", "g1")
+        assert [m["id"] for m in live["members"]] == [consumer.consumer_id]
+        assert {r["owner"] for r in live["partitions"]} == {consumer.consumer_id}
+    finally:
+        consumer.close()  # commits what was consumed; on failure, leaves no session behind
 
     report = admin_json("-z", zk_connect, "group", "g1")
     assert report["members"] == [] and report["errors"] == []
@@ -419,11 +426,13 @@ def test_admin_resets_a_stopped_groups_offsets(brokers, zk_connect, zk_client):
     broker = zk_broker(brokers, zk_connect)
     ids = produce(broker, {0: 8, 1: 5})
     consumer = Consumer(zk_connect, group="g2", topics=["test"], commit_interval_ms=60_000)
-    consumer.wait_assignment(lambda a: len(a.get("test", [])) == 2)
-    done = admin("-z", zk_connect, "reset-offsets", "g2", "test", "--earliest")
-    assert done.returncode == 5 and "live member" in done.stderr
-    assert consumer.consumer_id in done.stderr
-    consumer.close()
+    try:
+        consumer.wait_assignment(lambda a: len(a.get("test", [])) == 2)
+        done = admin("-z", zk_connect, "reset-offsets", "g2", "test", "--earliest")
+        assert done.returncode == 5 and "live member" in done.stderr
+        assert consumer.consumer_id in done.stderr
+    finally:
+        consumer.close()
 
     def node(name):
         return zk_client.get(f"/meta/consumers/g2/offsets/test/{name}")[0].decode()
@@ -526,3 +535,24 @@ def test_console_script_is_installed():
         pytest.skip("metaq-admin is not installed in this environment (run scripts/install.sh)")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "reset-offsets" in done.stdout
+
+
+def test_made_up_names_of_a_pattern_topic_take_no_counter_entries(brokers):
+    broker = brokers(workers=1, topics={"logs.*": {"numPartitions": 1}},
+                     system={"dashboardHttpPort": 0})
+    port = broker.info["dashboard_port"]
+    client = WireClient(broker.port)
+    try:
+        for i in range(50):  # gets and offsets for names nobody ever put to
+            assert client.request(b"get logs.x%d g 0 0 1024 %d\r\n" % (i, i)).code == 404
+            assert client.request(b"offset logs.x%d g 0 0 %d\r\n" % (i, i)).code == 404
+        put_ok(client, "logs.real", 0)
+        put_ok(client, "logs.real", 0)
+        samples = scrape(port)
+        topics = {dict(labels).get("topic") for _name, labels in samples}
+        assert not any(t and t.startswith("logs.x") for t in topics), sorted(t for t in topics if t)
+        # the real one is counted from its first put on (the store it created)
+        assert samples[("metaq_partition_messages_put_total", part("logs.real", 0))] == 2
+        assert samples[("metaq_partition_end_offset", part("logs.real", 0))] == 2 * RECORD
+    finally:
+        client.close()

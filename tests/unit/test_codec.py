@@ -929,16 +929,6 @@ def test_long_number_tokens_never_escape_as_value_errors():
 # ---- PutRun fast path (the broker's decoder) ---------------------------------------------------
 
 
-def _runs(stream: bytes):
-    from metaq_fast.protocol import PutRun
-    dec = RequestDecoder(put_runs=True)
-    dec.feed(stream)
-    out = []
-    for cmd in dec.read_commands():
-        out.extend(cmd.commands() if isinstance(cmd, PutRun) else [cmd])
-    return out
-
-
 def test_put_runs_decode_the_same_puts_as_one_by_one():
     stream = (b"put t 0 1 0 -1 1\r\na" + b"put t 0 1 0 2\r\nb" + b"put t 0 1 0 907060870 3\r\nc"
               + b"put t 0 1 0 -1 1_0\r\nd" + b"put t 0 1 0 -1 5\r\ne" + b"put t 1 1 0 -1 6\r\nf"
