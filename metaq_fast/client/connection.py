@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import struct
 import threading
 from concurrent.futures import Future
 
@@ -26,6 +27,9 @@ from ..zk.paths import parse_broker_url
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+# A broker that takes no bytes for this long is treated as gone: the send fails, the connection
+# breaks and its requests fail (retriable) instead of stalling the sending thread for ever.
+SEND_TIMEOUT_S = 30.0
 READ_BYTES = 4 * 1024 * 1024
 _opaques = itertools.count(1)
 
@@ -37,7 +41,7 @@ def next_opaque() -> int:
 
 class BrokerConnection:
     def __init__(self, host: str, port: int, *, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 name: str = ""):
+                 send_timeout_s: float = SEND_TIMEOUT_S, name: str = ""):
         self.host = host
         self.port = port
         self.name = name or f"{host}:{port}"
@@ -45,8 +49,12 @@ class BrokerConnection:
             self.sock = socket.create_connection((host, port), timeout=connect_timeout_s)
         except OSError as exc:
             raise BrokerConnectionError(f"cannot connect to broker {self.name}: {exc}") from exc
-        self.sock.settimeout(None)
+        self.sock.settimeout(None)  # blocking reads in the reader thread, no read timeout
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # sends only: the kernel gives up on a send that makes no progress (EAGAIN -> _fail)
+        seconds = int(send_timeout_s)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack(
+            "ll", seconds, int((send_timeout_s - seconds) * 1e6)))
         self._write_lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._pending_lock = threading.Lock()

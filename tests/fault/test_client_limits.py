@@ -90,3 +90,28 @@ def test_consumer_fetch_gives_up_on_a_silent_broker_and_recovers(brokers, zk_con
     finally:
         consumer.close()
         producer.close()
+
+
+def test_a_broker_that_stops_reading_fails_the_send_instead_of_stalling_it():
+    """A peer that accepts and then never reads (a hung broker): the connection's send gives
+    up after its send timeout, the request fails with a retriable connection error, and the
+    sending thread is free again."""
+    import socket
+
+    from metaq_fast.client.connection import BrokerConnection
+    from metaq_fast.errors import BrokerConnectionError
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        conn = BrokerConnection("127.0.0.1", server.getsockname()[1], send_timeout_s=0.5)
+        peer, _ = server.accept()  # accepted, never read
+        try:
+            began = time.monotonic()
+            future = conn.submit(1, [b"x" * (1 << 20)] * 64)  # far more than the socket buffers
+            error = future.exception(30)
+            assert isinstance(error, BrokerConnectionError), error
+            assert error.retriable
+            assert time.monotonic() - began < 20
+            assert conn.closed
+        finally:
+            conn.close()
+            peer.close()
