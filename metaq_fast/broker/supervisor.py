@@ -92,7 +92,9 @@ class Supervisor:
         self.exit_code = 0
         self.registry = None
         self._pending_restarts: dict[int, float] = {}
-        self._topics: set[str] = set()
+        # Every topic this broker publishes (configured, or with a store here): name ->
+        # (numPartitions, acceptPublish, acceptSubscribe). Kept before the registry exists.
+        self._topics: dict[str, tuple[int, bool, bool]] = {}
         self._install_signals()
         log.info("starting %d worker(s) for broker %d on %s", self.count, self.config.broker_id,
                  self.broker_url)
@@ -112,9 +114,13 @@ class Supervisor:
                 self._stop_workers()
                 return 1
             self._drain_events()
+        for topic in self.config.topics:
+            self._register_topic(topic)
         if self.registry is not None:
-            for topic in self.config.topics:
-                self._register_topic(topic)
+            # Topics the workers reported while they recovered (every topic with data here) were
+            # only remembered, the registry did not exist yet: publish all of them now.
+            for topic, (num, pub, sub) in sorted(self._topics.items()):
+                self.registry.register_topic(topic, num, pub, sub, timeout_s=0)
             # MetaQ publishes the configured topics before the broker counts as started: wait
             # (bounded) so the ready file never precedes them.
             if not self.registry.wait_registered(
@@ -347,7 +353,7 @@ class Supervisor:
         if not is_valid_name(topic):
             log.warning("topic %r is configured but not a valid name: not published", topic)
             return
-        self._topics.add(topic)
+        self._topics[topic] = (num, pub, sub)
         if self.registry is not None:
             self.registry.register_topic(topic, num, pub, sub, timeout_s=0)
 
