@@ -7,7 +7,19 @@ States and transitions (a small signal-driven loop, as gunicorn's arbiter):
     STARTING --all workers ready--> RUNNING --SIGTERM/SIGINT--> STOPPING --workers gone--> exit 0
     STARTING --a worker cannot start--> STOPPING --> exit 1
     RUNNING  --a worker died--> (log, fork it again after a back-off) --> RUNNING
-    RUNNING  --a worker slot failed to boot 5 times in a row--> STOPPING --> exit 1
+    RUNNING  --a worker stopped beating--> (SIGKILL it; it is reaped and forked again) --> RUNNING
+    RUNNING  --a worker slot died young 5 times in a row--> STOPPING --> exit 1
+
+A worker "dies young" when it fails to start (``EXIT_BOOT_ERROR``) or dies within
+``QUICK_DEATH_S`` of its fork; each such death doubles the back-off before the next fork, and
+a worker that lives longer resets the count. One boot error after a restart (a file descriptor
+limit, a socket name still held) is retried like any other death: only a slot that never comes
+up stops the broker. A clean stop exits 0 whatever happened to workers before it.
+
+Heartbeat (gunicorn's ``murder_workers``): each worker's event loop writes the monotonic clock
+into its slot of a shared block every ``HEARTBEAT_INTERVAL_S``; a ready worker whose slot is
+older than ``workerTimeoutMs`` (a loop stuck in a call that never returns, a stopped process)
+is killed with SIGKILL and restarted. What it had acknowledged is in the shared mappings.
 
 Signal handlers only write to a wakeup pipe; the loop reads it and acts. The supervisor creates,
 before the first fork, everything workers share: one listening socket per worker (an
@@ -37,6 +49,7 @@ from . import logs
 from .closed import ClosedPartitions
 from .counters import NAMES, Counters
 from .http import start_dashboard
+from .heartbeat import Heartbeats
 from .worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
 
 log = logging.getLogger(__name__)
@@ -45,6 +58,7 @@ READY_TIMEOUT_S = 600.0  # recovery of a large data directory may take a while
 STOP_TIMEOUT_S = 30.0
 BOOT_FAILURES_MAX = 5
 QUICK_DEATH_S = 5.0
+HEARTBEAT_TIMEOUT_S_DEFAULT = 30.0  # gunicorn's default worker timeout
 
 
 @dataclass
@@ -82,6 +96,9 @@ class Supervisor:
         self._reset_map = mmap.mmap(-1, (len(NAMES) + 1) * 8)
         self.reset_block = np.frombuffer(self._reset_map, dtype=np.int64)
         self.closed = ClosedPartitions()
+        self.heartbeats = Heartbeats(self.count)
+        timeout_ms = getattr(self.config, "worker_timeout_ms", 0)
+        self.heartbeat_timeout_s = timeout_ms / 1000 if timeout_ms else HEARTBEAT_TIMEOUT_S_DEFAULT
         self.events_r, self.events_w = os.pipe()
         os.set_blocking(self.events_r, False)
         self.wakeup_r, self.wakeup_w = os.pipe()
@@ -91,6 +108,7 @@ class Supervisor:
         self.stopping = False
         self.exit_code = 0
         self.registry = None
+        self.running = False  # True once every worker was ready: deaths are restarted then
         self._pending_restarts: dict[int, float] = {}
         # Every topic this broker publishes (configured, or with a store here): name ->
         # (numPartitions, acceptPublish, acceptSubscribe). Kept before the registry exists.
@@ -104,7 +122,8 @@ class Supervisor:
         if not self._wait_ready():
             self._stop_dashboard()
             self._stop_workers()
-            return 1
+            return self.exit_code  # 1 when a worker could not start; 0 when stopped meanwhile
+        self.running = True
         if self.registry_factory is not None and not self.stopping:
             try:
                 self.registry = self.registry_factory(self.config, self.broker_url)
@@ -163,7 +182,9 @@ class Supervisor:
                           counters=self.counters, reset_block=self.reset_block,
                           closed=self.closed, port=self.port,
                           broker_url=self.broker_url, started_s=self.started_s,
-                          ready_fd=ready_w, events_fd=self.events_w, supervisor_pid=os.getpid())
+                          ready_fd=ready_w, events_fd=self.events_w, supervisor_pid=os.getpid(),
+                          heartbeats=self.heartbeats)
+        self.heartbeats.beat(slot)  # a fresh slot: the new worker's clock starts now
         pid = os.fork()
         if pid == 0:
             os.close(ready_r)
@@ -194,33 +215,45 @@ class Supervisor:
         while not all(w.ready for w in self.workers.values()):
             if time.monotonic() > deadline:
                 log.error("workers not ready after %.0f s", READY_TIMEOUT_S)
+                self.exit_code = 1
                 return False
             self._poll(0.05)
             if self.stopping:
                 return False
             for worker in list(self.workers.values()):
-                if not worker.ready and not self._check_ready(worker):
+                if not worker.ready and (worker.pid <= 0 or self._check_ready(worker) is False):
+                    self.exit_code = 1  # a broker that cannot start does not run half-way
                     return False
         return True
 
-    def _check_ready(self, worker: WorkerProcess) -> bool:
-        """Read the worker's start report; False if it failed to start."""
+    def _check_ready(self, worker: WorkerProcess) -> bool | None:
+        """Read the worker's start report: True when ready, False when it failed to start
+        (its report pipe is closed then), None while it has not said yet."""
+        if worker.ready_r < 0:
+            return worker.ready  # closed: ready, or gone without a word
         try:
             data = os.read(worker.ready_r, 4096)
         except BlockingIOError:
-            return True
+            return None
         except OSError:
             data = b""
         text = data.decode("utf-8", "replace").strip()
+        self._close_ready_pipe(worker)
         if text == "ready":
             worker.ready = True
-            os.close(worker.ready_r)
-            worker.ready_r = -1
             return True
         if text:
             log.error("worker %d failed to start: %s", worker.slot, text.removeprefix("failed "))
-        self.exit_code = 1
         return False
+
+    @staticmethod
+    def _close_ready_pipe(worker: WorkerProcess) -> None:
+        if worker.ready_r >= 0:
+            try:
+                os.close(worker.ready_r)
+            except OSError:
+                pass
+            worker.ready_r = -1
 
     def _reap(self) -> None:
         while True:
@@ -234,15 +267,17 @@ class Supervisor:
             if worker is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            if worker.ready_r >= 0:
-                try:
-                    os.close(worker.ready_r)
-                except OSError:
-                    pass
-                worker.ready_r = -1
+            if not worker.ready:
+                self._check_ready(worker)  # log why it failed to start, if it said
+            self._close_ready_pipe(worker)
             if self.stopping:
                 del self.workers[worker.slot]
                 log.info("worker %d (pid %d) exited with %s", worker.slot, pid, _describe(code))
+                continue
+            if not self.running:
+                log.error("worker %d (pid %d) died while the broker started (%s)", worker.slot,
+                          pid, _describe(code))
+                worker.pid = -1  # _wait_ready gives up
                 continue
             self._worker_died(worker, code)
 
@@ -250,20 +285,20 @@ class Supervisor:
         lived = time.monotonic() - worker.started_s
         log.error("worker %d (pid %d) died (%s) after %.1f s; restarting it",
                   worker.slot, worker.pid, _describe(code), lived)
-        if code == EXIT_BOOT_ERROR:
-            worker.quick_failures = BOOT_FAILURES_MAX
-        elif lived < QUICK_DEATH_S:
+        if code == EXIT_BOOT_ERROR or lived < QUICK_DEATH_S:
             worker.quick_failures += 1
         else:
             worker.quick_failures = 0
         if worker.quick_failures >= BOOT_FAILURES_MAX:
-            log.error("worker %d keeps failing to start; stopping the broker", worker.slot)
+            log.error("worker %d died young %d times in a row; stopping the broker", worker.slot,
+                      worker.quick_failures)
             del self.workers[worker.slot]
             self.exit_code = 1
             self.stopping = True
             return
         delay = 0.0 if worker.quick_failures == 0 else min(2 ** worker.quick_failures * 0.25, 10.0)
-        self.workers[worker.slot].pid = -1
+        worker.pid = -1
+        worker.ready = False
         self._pending_restarts[worker.slot] = time.monotonic() + delay
 
     def _restart_due(self) -> None:
@@ -318,10 +353,26 @@ class Supervisor:
             self._poll(0.2)
             self._restart_due()
             for worker in self.workers.values():
-                if not worker.ready and worker.pid > 0 and worker.ready_r >= 0:
-                    if not self._check_ready(worker):
-                        log.error("restarted worker %d failed to start", worker.slot)
-                        worker.ready_r = -1
+                if worker.pid <= 0:
+                    continue
+                if not worker.ready:
+                    # A failed start is logged here; the death that follows is reaped and
+                    # restarted (or stops the broker) in _worker_died.
+                    self._check_ready(worker)
+                else:
+                    self._check_heartbeat(worker)
+
+    def _check_heartbeat(self, worker: WorkerProcess) -> None:
+        silent_s = self.heartbeats.silent_s(worker.slot)
+        if silent_s <= self.heartbeat_timeout_s:
+            return
+        log.error("worker %d (pid %d) has not beaten for %.1f s (workerTimeoutMs=%d): killing it",
+                  worker.slot, worker.pid, silent_s, int(self.heartbeat_timeout_s * 1000))
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.heartbeats.beat(worker.slot)  # killed once; the reaper restarts it
 
     def _drain_events(self) -> None:
         """Workers report topics that got a store (first put): register them in ZooKeeper."""

@@ -29,6 +29,7 @@ from .connection import Connection
 from .counters import CounterRow, Counters
 from .flusher import Flusher
 from .handler import Handler
+from .heartbeat import Heartbeats, start_beating
 from .partitions import PartitionTable
 from .retention import RetentionScheduler
 from .routing import worker_socket_name
@@ -58,6 +59,7 @@ class WorkerSpec:
     ready_fd: int
     events_fd: int
     supervisor_pid: int
+    heartbeats: Heartbeats | None = None
 
 
 class Worker:
@@ -110,6 +112,8 @@ class Worker:
         self.retention = RetentionScheduler(self.loop, self.table, self.flusher.executor)
         self.retention.start()
         self.table.on_created = self._on_partition_created
+        if self.spec.heartbeats is not None:
+            start_beating(self.loop, self.spec.heartbeats, self.spec.slot)
 
     def _on_partition_created(self, partition_log) -> None:
         self.flusher.track(partition_log)
