@@ -4,8 +4,9 @@ Imports: stdlib (socket, asyncio), metaq_fast.protocol and broker helpers.
 
 Strategy: each connection is a non-blocking socket watched by the worker's asyncio loop with
 ``add_reader``/``add_writer`` (no transports: we need scatter-gather ``sendmsg`` and replies
-that wait). One read hands every command decoded from it to the handler at once, so pipelined
-requests are handled in batches. Replies go into an ordered queue; an item is either ready
+that wait). One read hands every command decoded from it to the handler at once (split only
+around a refused command, which is answered in its place), so pipelined requests are handled in
+batches. Replies go into an ordered queue; an item is either ready
 bytes (a memoryview of a segment mapping for ``get``: the data is never copied through Python)
 or a ``Pending`` placeholder for a reply that comes later — held until a group-commit flush, or
 answered by the worker that owns the partition. The queue is written up to the first pending
@@ -91,27 +92,30 @@ class Connection:
         self.received(data)
 
     def received(self, data: bytes) -> None:
+        """Decode and answer everything ``data`` completes. The decoder hands back the good
+        commands before an error and keeps the error for the next call, so it is drained here
+        until it needs more bytes: nothing decodable may wait for the client's next send."""
+        handler = self.worker.handler
         try:
             self.decoder.feed(data)
-            while True:
+            while not self.closed:
                 try:
                     commands = self.decoder.read_commands()
                 except ProtocolError as exc:
                     if exc.fatal:
                         raise
-                    self.worker.handler.handle(self, [exc])  # answered 400, the stream goes on
+                    handler.handle(self, [exc])  # answered 400, the stream goes on
                     continue
-                break
+                if not commands:
+                    break  # the decoder needs more data
+                handler.handle(self, commands)
         except ProtocolError as exc:
             # MetaQ closes a connection whose bytes it cannot decode, without an answer: the
             # client could not match one to a request anyway.
             log.warning("connection %s: %s; closing", self.peer, exc)
             self.close_after_flush()
-            self._flush()
-            return
-        if commands:
-            self.worker.handler.handle(self, commands)
-        self._flush()
+        finally:
+            self._flush()  # the answers so far go out whatever happened after them
 
     def _pause_reading(self) -> None:
         if self.reading and not self.closed:
@@ -134,12 +138,23 @@ class Connection:
             self.queue.append(data)
             self.queued_bytes += len(data)
 
-    def write_when(self, future, data: bytes) -> None:
-        """Queue ``data`` to be sent once ``future`` (an asyncio future) is done."""
+    def write_when(self, future, data: bytes, failed) -> None:
+        """Queue ``data`` to be sent once ``future`` (an asyncio future) is done, or
+        ``failed(exc)`` (bytes) instead if the future fails (e.g. its flush did)."""
         pending = Pending(self._flush)
         self.queue.append(pending)
         self.queued_bytes += len(data)
-        future.add_done_callback(lambda _f: pending.resolve(data))
+
+        def done(f) -> None:
+            exc = f.exception() if not f.cancelled() else ConnectionAbortedError("cancelled")
+            if exc is None:
+                pending.resolve(data)
+                return
+            answer = failed(exc)
+            self.queued_bytes += len(answer) - len(data)
+            pending.resolve(answer)
+
+        future.add_done_callback(done)
 
     def forward(self, slot: int, request: bytes, replies: int, fail, convert=None,
                 extra=None) -> None:

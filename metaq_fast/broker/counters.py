@@ -49,6 +49,8 @@ NAMES = (
     "flushes",          # fdatasync rounds
     "flush_us_total",   # time spent in them
     "worker_starts",    # times this worker slot was started (restarts = starts - 1)
+    "disk_full_refusals",  # put requests refused because the disk was full
+    "fsync_failures",   # flushes that failed and took their partition offline
 )
 INDEX = {name: i for i, name in enumerate(NAMES)}
 

@@ -1,6 +1,6 @@
 """When a worker's partitions are flushed, off the event loop thread.
 
-Imports: stdlib (asyncio, concurrent.futures) and broker.counters.
+Imports: stdlib (asyncio, concurrent.futures), metaq_fast.storage.faults and broker.counters.
 
 ``fdatasync`` runs in one background thread (it releases the GIL), so a flush never stalls the
 event loop. Normal mode (``unflushThreshold > 0``): a partition is flushed when MetaQ's rule says
@@ -9,6 +9,11 @@ something unflushed), checked after each append and by a timer. Group commit
 (``unflushThreshold <= 0``): a flush is started at the end of the loop iteration that appended,
 so every put of that iteration shares one fdatasync; puts that arrive while it runs share the
 next one. Their replies wait on ``flushed_future``.
+
+A flush that fails fails its partition's log for good (storage/log.py): every reply waiting for
+it, or for any later flush of that log, gets the exception instead of a success (a later
+fdatasync that succeeds says nothing about the pages the failed one lost), the log is never
+flushed again, and ``on_failure(topic, partition, reason)`` takes the partition offline.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..storage.faults import PartitionOfflineError
 from .counters import CounterRow
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ class Flusher:
         self._logs: dict[int, object] = {}
         self._timer = None
         self.closed = False
+        self.on_failure = None  # callable(topic, partition, reason), set by the handler
 
     def start(self) -> None:
         self._timer = self.loop.call_later(TICK_S, self._tick)
@@ -48,6 +55,9 @@ class Flusher:
 
     def appended(self, partition_log) -> None:
         key = id(partition_log)
+        if partition_log.failed is not None:  # e.g. a seal failed while the append rolled
+            self._failed(key, partition_log, None)
+            return
         self._logs[key] = partition_log
         if partition_log.flush_policy.group_commit:
             if key not in self._scheduled:
@@ -59,6 +69,9 @@ class Flusher:
     def flushed_future(self, partition_log, offset: int) -> asyncio.Future:
         """Done once ``offset`` is durable (and visible)."""
         future = self.loop.create_future()
+        if partition_log.failed is not None:
+            future.set_exception(PartitionOfflineError(partition_log.failed))
+            return future
         if partition_log.visible_end >= offset and partition_log.flushed_offset >= offset:
             future.set_result(offset)
             return future
@@ -78,7 +91,7 @@ class Flusher:
         if key in self._running:
             self._again.add(key)
             return
-        if self.closed:
+        if self.closed or partition_log.failed is not None:
             return
         self._running[key] = partition_log
         future = self.loop.run_in_executor(self.executor, _flush, partition_log)
@@ -88,14 +101,13 @@ class Flusher:
         partition_log = self._running.pop(key)
         try:
             end, seconds = future.result()
-        except Exception:
-            log.exception("flush of %s-%d failed", partition_log.topic, partition_log.partition)
-            end, seconds = None, 0.0
-        else:
-            self.counters.add(CounterRow.FLUSHES)
-            self.counters.add(CounterRow.FLUSH_US_TOTAL, int(seconds * 1e6))
+        except Exception as exc:
+            self._failed(key, partition_log, exc)
+            return
+        self.counters.add(CounterRow.FLUSHES)
+        self.counters.add(CounterRow.FLUSH_US_TOTAL, int(seconds * 1e6))
         waiters = self._waiters.get(key)
-        if waiters and end is not None:
+        if waiters:
             still = []
             for offset, waiter in waiters:
                 if offset <= end:
@@ -104,9 +116,26 @@ class Flusher:
                 else:
                     still.append((offset, waiter))
             self._waiters[key] = still
-        if key in self._again or (self._waiters.get(key) and end is not None):
+        if key in self._again or self._waiters.get(key):
             self._again.discard(key)
             self._start(partition_log)
+
+    def _failed(self, key: int, partition_log, exc: Exception | None) -> None:
+        """The log failed (a flush raised ``exc``, or a seal did): fail every waiter, never
+        flush it again, and have the partition taken offline."""
+        if partition_log.failed is None:  # not an I/O error the log caught: a bug; fail anyway
+            log.error("flush of %s-%d failed", partition_log.topic, partition_log.partition,
+                      exc_info=exc)
+            partition_log.failed = f"flush failed: {type(exc).__name__}: {exc}"
+        error = PartitionOfflineError(partition_log.failed)
+        for _offset, waiter in self._waiters.pop(key, ()):
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._logs.pop(key, None)
+        self._again.discard(key)
+        self._scheduled.discard(key)
+        if self.on_failure is not None:
+            self.on_failure(partition_log.topic, partition_log.partition, partition_log.failed)
 
     def _tick(self) -> None:
         if self.closed:

@@ -8,7 +8,11 @@ order. Puts are the hot path: consecutive puts to one partition are appended as 
 CRC call per message, everything else vectorised) and answered with one encoded block. A put
 for a partition another worker owns is forwarded to it (``out.forward``) and answered when the
 owner answers. In group commit mode (``unflushThreshold <= 0``) replies of a batch are held
-until the flush that covers it has returned.
+until the flush that covers it has returned (a 500 instead if that flush fails).
+
+Every put gets an answer whatever storing it raised (``_puts`` guards each batch): the code and
+detail come from ``StorageFaults`` (storage_faults.py), which also logs a partition's failures
+once per change of state and counts them.
 
 Error bodies and codes are MetaQ's (reference sections 2 and 3).
 """
@@ -55,10 +59,12 @@ from ..protocol import (
     parse_putm_ok,
 )
 from ..storage import NotRecordBoundaryError
+from .closed import ClosedPartitions
 from .counters import CounterRow
 from .partitions import PartitionTable
 from .connection import unavailable
 from .routing import owner_of
+from .storage_faults import StorageFaults, offline_detail
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,9 @@ class Handler:
         self.counters = counters
         self.flusher = flusher
         self.stats = stats
-        self.closed = closed_partitions if closed_partitions is not None else set()
+        self.closed = closed_partitions if closed_partitions is not None else ClosedPartitions()
+        self.faults = StorageFaults(counters, self.closed)
+        flusher.on_failure = self.faults.partition_failed  # a failed flush takes it offline
         self._dispatch = {
             GetCommand: self._get,
             GetBatchCommand: self._getm,
@@ -195,6 +203,16 @@ class Handler:
         if not counted and not getattr(out, "from_worker", False):
             self.counters.add(CounterRow.CMD_PUT, len(opaques))
         try:
+            self._put_batch(out, topic, partition, datas, flags, checksums, opaques, tx_keys)
+        except Exception as exc:  # nothing was answered yet: every put gets its answer
+            code, detail = self.faults.refusal(topic, partition, exc, len(opaques))
+            self._fail_all(out, topic, partition, opaques, code, detail)
+
+    def _put_batch(self, out, topic, partition, datas, flags, checksums, opaques,
+                   tx_keys) -> None:
+        """``_puts`` minus the guard: each path ends with the one write (or forward) that
+        answers every put of the batch, or an exception before it."""
+        try:
             self.table.check_put(topic, partition)
         except errors.MetaqError as exc:
             self._fail_all(out, topic, partition, opaques, exc.code, str(exc))
@@ -202,6 +220,11 @@ class Handler:
         if (topic, partition) in self.closed:
             self._fail_all(out, topic, partition, opaques, FORBIDDEN,
                            f"partition[{self.config.broker_id}-{partition}] has been closed")
+            return
+        offline = self.closed.offline_reason((topic, partition))
+        if offline is not None:
+            self._fail_all(out, topic, partition, opaques, SERVICE_UNAVAILABLE,
+                           offline_detail(offline))
             return
         if len(opaques) == 1:
             self._put_one(out, topic, partition, datas[0], flags if isinstance(flags, int)
@@ -235,13 +258,21 @@ class Handler:
             self._forward_puts(out, owner, topic, partition, kept, opaques, tx_keys, lengths, ok,
                                too_big)
             return
-        log_, result = self._append(topic, partition, *kept)
-        if result is None:
-            self._fail_all(out, topic, partition, opaques, INTERNAL_SERVER_ERROR, None)
+        try:
+            log_, result = self._append(topic, partition, *kept)
+        except (errors.MetaqError, OSError) as exc:
+            failed = self.faults.refusal(topic, partition, exc, len(kept[0]))
+            out.write(self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
+                                    None, None, failed))
             return
         replies = self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big,
                                 result.msg_ids, result.offsets)
-        self._reply_after_durable(out, log_, result.end_offset, replies)
+
+        def unflushed(exc) -> bytes:
+            return self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big, None,
+                                 None, self.faults.unflushed(topic, partition, exc))
+
+        self._reply_after_durable(out, log_, result.end_offset, replies, unflushed)
 
     def _puts_in_parts(self, out, topic, partition, datas, flags, checksums, opaques, tx_keys,
                        lengths) -> None:
@@ -284,17 +315,20 @@ class Handler:
                         lambda skip=0: self._unavailable(topic, partition, [opaque]),
                         extra=(data,))
             return
-        log_ = self.table.log_for(topic, partition, create=True)
         try:
+            log_ = self.table.log_for(topic, partition, create=True)
             offset, msg_id, end = log_.append_one(data, flag, crc)
-        except errors.MetaqError as exc:
-            log.error("append to %s-%d failed: %s", topic, partition, exc)
-            out.write(self._failure(topic, partition, opaque, INTERNAL_SERVER_ERROR, None))
+        except (errors.MetaqError, OSError) as exc:
+            code, detail = self.faults.refusal(topic, partition, exc)
+            out.write(self._failure(topic, partition, opaque, code, detail))
             return
         self.counters.add(CounterRow.PUT_MESSAGES)
         self.counters.add(CounterRow.PUT_BYTES, end - offset)
-        self.flusher.appended(log_)
-        self._reply_after_durable(out, log_, end, encode_put_ok(msg_id, partition, offset, opaque))
+        self._stored(log_)
+        self._reply_after_durable(
+            out, log_, end, encode_put_ok(msg_id, partition, offset, opaque),
+            lambda exc: self._failure(topic, partition, opaque,
+                                      *self.faults.unflushed(topic, partition, exc)))
 
     def _forward_puts(self, out, owner, topic, partition, kept, opaques, tx_keys, lengths, ok,
                       too_big) -> None:
@@ -326,9 +360,10 @@ class Handler:
         out.forward(owner, request, 1, fail, convert, extra=(index, memoryview(records)))
 
     def _replies(self, topic, partition, opaques, tx_keys, lengths, ok, too_big, ids,
-                 offsets) -> bytes:
+                 offsets, failed: tuple[int, str] | None = None) -> bytes:
         """One reply per put, in order: accepted ones with their id and offset (``ids`` and
-        ``offsets`` hold the accepted puts only), refused ones with MetaQ's error text."""
+        ``offsets`` hold the accepted puts only; None: storing them failed, with ``failed``'s
+        code and detail), refused ones with MetaQ's error text."""
         if ids is not None and len(ids) == len(opaques):
             return encode_put_ok_many(ids, partition, offsets, np.asarray(opaques, dtype=np.int64))
         stored = iter(()) if ids is None else iter(zip(np.asarray(ids).tolist(),
@@ -341,7 +376,7 @@ class Handler:
                                              opaque))
                 continue
             if ok[i]:
-                code, detail = INTERNAL_SERVER_ERROR, None
+                code, detail = failed or (INTERNAL_SERVER_ERROR, None)
             elif tx_keys is not None and tx_keys[i] is not None:
                 code, detail = INTERNAL_SERVER_ERROR, (
                     f"transactions are not supported by this broker (key {tx_keys[i]})")
@@ -360,28 +395,31 @@ class Handler:
         return unavailable(topic, partition, opaques)
 
     def _append(self, topic, partition, datas, lengths, crcs, flags):
-        """Append one batch: (log, result), or (None, None) when the log failed (logged)."""
+        """Append one batch: (log, result). Raises what storing it raised."""
         log_ = self.table.log_for(topic, partition, create=True)
         if not isinstance(flags, int):
             flags = np.asarray(flags, dtype=np.int32)
             if not flags.any():
                 flags = 0
-        try:
-            result = log_.append_datas(datas, flags, crcs, lengths)
-        except errors.MetaqError as exc:
-            log.error("append to %s-%d failed: %s", topic, partition, exc)
-            return None, None
+        result = log_.append_datas(datas, flags, crcs, lengths)
         self._count_append(result)
-        self.flusher.appended(log_)
+        self._stored(log_)
         return log_, result
+
+    def _stored(self, log_) -> None:
+        self.flusher.appended(log_)
+        if self.faults.failing:  # empty unless puts to some partition were refused
+            self.faults.stored(log_.topic, log_.partition)
 
     def _count_append(self, result) -> None:
         self.counters.add(CounterRow.PUT_MESSAGES, len(result))
         self.counters.add(CounterRow.PUT_BYTES, result.end_offset - result.first_offset)
 
-    def _reply_after_durable(self, out, log_, end_offset: int, replies: bytes) -> None:
+    def _reply_after_durable(self, out, log_, end_offset: int, replies: bytes, unflushed) -> None:
+        """``replies`` now, or in group commit once the flush covering ``end_offset`` has
+        returned; ``unflushed(exc)`` (bytes) instead if that flush fails."""
         if log_.flush_policy.group_commit:
-            out.write_when(self.flusher.flushed_future(log_, end_offset), replies)
+            out.write_when(self.flusher.flushed_future(log_, end_offset), replies, unflushed)
         else:
             out.write(replies)
 
@@ -405,6 +443,9 @@ class Handler:
             if (topic, partition) in self.closed:
                 raise errors.PartitionClosedError(
                     f"partition[{self.config.broker_id}-{partition}] has been closed")
+            offline = self.closed.offline_reason((topic, partition))
+            if offline is not None:
+                raise errors.ServiceUnavailableError(offline_detail(offline))
             body = memoryview(cmd.body).cast("B")
             if cmd.checksum != -1 and xxhash.xxh3_64_intdigest(body) != cmd.checksum:
                 raise errors.ChecksumError(
@@ -421,14 +462,21 @@ class Handler:
         except errors.InvalidArgumentError as exc:
             out.write(self._failure(topic, partition, cmd.opaque, BAD_REQUEST, str(exc)))
             return
-        except errors.MetaqError as exc:
-            out.write(self._failure(topic, partition, cmd.opaque, exc.code, str(exc)))
+        except Exception as exc:  # storage (full disk, offline, no directory) or a bug
+            # a forwarded putm stands for cmd.count MetaQ puts (counted as such), a client's
+            # own putm is one request
+            requests = cmd.count if getattr(out, "from_worker", False) else 1
+            code, detail = self.faults.refusal(topic, partition, exc, requests)
+            out.write(self._failure(topic, partition, cmd.opaque, code, detail))
             return
         self._count_append(result)
-        self.flusher.appended(log_)
+        self._stored(log_)
         reply = encode_putm_ok(partition, result.first_offset,
                                np.asarray(result.msg_ids, dtype=">i8").tobytes(), cmd.opaque)
-        self._reply_after_durable(out, log_, result.end_offset, reply)
+        self._reply_after_durable(
+            out, log_, result.end_offset, reply,
+            lambda exc: self._failure(topic, partition, cmd.opaque,
+                                      *self.faults.unflushed(topic, partition, exc)))
 
     # ---- get / getm / offset -------------------------------------------------------------
 

@@ -2,17 +2,20 @@
 ``/stats`` as JSON. Served by the supervisor, from a daemon thread.
 
 Imports: stdlib (http.server, socket, threading), prometheus_client, metaq_fast.protocol /
-storage (partition.state layout) and broker.counters / partitions. Never ZooKeeper.
+storage (partition.state layout) and broker.counters / partitions / storage_faults. Never
+ZooKeeper.
 
 Routes (GET; anything else 404, other methods 405):
 
 * ``/metrics``: Prometheus text format, made by ``prometheus_client`` from ``BrokerCollector``,
   which reads at scrape time the shared counter block (``counters.py``: per worker and per
-  (topic, partition)), the supervisor's worker table, the closed-partition set and every
-  partition's ``partition.state`` (end and first offset, 64 bytes read with ``pread``: the
-  supervisor maps no segment, so a worker it forks later inherits no mapping).
-* ``/health``: 200 when every worker is up and ready, else 503 (starting, a worker restarting,
-  stopping); JSON body with each worker's pid and state.
+  (topic, partition)), the supervisor's worker table, the closed and offline partition sets
+  and every partition's ``partition.state`` (end and first offset, 64 bytes read with
+  ``pread``: the supervisor maps no segment, so a worker it forks later inherits no mapping).
+* ``/health``: 200 when every worker is up and ready and no partition is offline, else 503
+  (starting, a worker restarting, stopping, a partition offline after a failed flush); JSON body
+  with each worker's pid and state, and ``offline_partitions`` (topic, partition, reason, since)
+  with a ``detail`` line naming them and what brings them back (a broker restart).
 * ``/stats`` and ``/stats/<item>``: MetaQ's ``stats`` answers as JSON (as the dashboard of MetaQ
   serves ``/stats/:item``). The supervisor asks a worker over the broker's own port
   (``stats <item>``), the way MetaQ's dashboard does, so the figures are the same ones.
@@ -52,6 +55,7 @@ from ..storage import files
 from ..storage.state import FIRST_OFFSET, MAGIC, STATE_BYTES, VISIBLE_END
 from .counters import INDEX
 from .partitions import PartitionTable
+from .storage_faults import RECOVERY_HINT
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,10 @@ PARTITION_COUNTERS = (
     ("metaq_partition_bytes_served", "get_bytes", "bytes served by get and getm"),
     ("metaq_partition_offset_requests", "cmd_offset",
      "offset requests plus gets answered 301 (MetaQ's cmd_offset)"),
+    ("metaq_partition_disk_full_refusals", "disk_full_refusals",
+     "put requests refused because the disk was full"),
+    ("metaq_partition_fsync_failures", "fsync_failures",
+     "failed flushes that took the partition offline"),
 )
 # broker totals (every worker row summed): metric name, column, help
 BROKER_COUNTERS = (
@@ -84,6 +92,9 @@ BROKER_COUNTERS = (
     ("metaq_messages_served", "get_messages", "records served by getm"),
     ("metaq_bytes_served", "get_bytes", "bytes served by get and getm"),
     ("metaq_puts_forwarded", "forwarded", "puts forwarded to the worker owning the partition"),
+    ("metaq_put_disk_full_refusals", "disk_full_refusals",
+     "put requests refused because the disk was full"),
+    ("metaq_fsync_failures", "fsync_failures", "failed flushes that took a partition offline"),
 )
 
 _servers: "weakref.WeakSet[DashboardServer]" = weakref.WeakSet()
@@ -193,6 +204,8 @@ class BrokerCollector:
             if found is not None:
                 states[(topic, partition)] = found
         closed = set(sup.closed.items()) if sup.closed is not None else set()
+        offline = ({(t, p) for t, p, _reason, _since in sup.closed.offline_items()}
+                   if sup.closed is not None else set())
         labels = ["topic", "partition"]
         counters = {name: CounterMetricFamily(name, text, labels=labels)
                     for name, _column, text in PARTITION_COUNTERS}
@@ -207,7 +220,11 @@ class BrokerCollector:
         closed_gauge = GaugeMetricFamily("metaq_partition_closed",
                                          "1 while an operator has closed the partition",
                                          labels=labels)
-        for key in sorted(set(figures) | set(states) | closed):
+        offline_gauge = GaugeMetricFamily(
+            "metaq_partition_offline",
+            "1 while the partition is offline after a failed flush (until the broker restarts)",
+            labels=labels)
+        for key in sorted(set(figures) | set(states) | closed | offline):
             label = [key[0], str(key[1])]
             values = figures.get(key)
             if values is not None:
@@ -219,8 +236,9 @@ class BrokerCollector:
                 first.add_metric(label, first_offset)
                 stored.add_metric(label, max(end_offset - first_offset, 0))
             closed_gauge.add_metric(label, 1.0 if key in closed else 0.0)
+            offline_gauge.add_metric(label, 1.0 if key in offline else 0.0)
         yield from counters.values()
-        yield from (end, first, stored, closed_gauge)
+        yield from (end, first, stored, closed_gauge, offline_gauge)
 
 
 # ---- /stats ------------------------------------------------------------------------------------
@@ -398,9 +416,17 @@ class DashboardServer:
             else:
                 states[str(slot)] = {"pid": worker.pid,
                                      "state": "up" if worker.ready else "starting"}
-        healthy = not sup.stopping and all(s["state"] == "up" for s in states.values())
+        offline = sup.closed.offline_items() if sup.closed is not None else []
+        healthy = (not sup.stopping and all(s["state"] == "up" for s in states.values())
+                   and not offline)
         data = {"status": "ok" if healthy else "unavailable",
                 "stopping": bool(sup.stopping), "workers": states}
+        if offline:
+            data["offline_partitions"] = [
+                {"topic": t, "partition": p, "reason": reason, "since": since_s}
+                for t, p, reason, since_s in offline]
+            data["detail"] = "; ".join(f"partition {t}-{p} is offline: {reason}"
+                                       for t, p, reason, _since in offline) + "; " + RECOVERY_HINT
         return (200 if healthy else 503), data
 
     def stats(self, item: str) -> tuple[int, dict]:

@@ -17,6 +17,11 @@ keyTwo:<topic>`` for a topic without an entry in it. Values: 1 per request for p
 offset, get_miss and put_failed (so Value = Count, as MetaQ adds 1 each time); for
 message_size, Count = messages stored and Value = their data bytes (MetaQ counts every put
 request there, failed ones included; we count what was stored).
+
+``stats storage`` is ours (MetaQ's own items keep their exact lines): ``disk_full_refusals <n>``,
+``fsync_failures <n>``, ``offline_partitions <n>``, then ``offline_<topic>-<partition> <reason>``
+per partition offline after a failed flush (see storage_faults.py). A topic named ``storage``
+is asked for as ``stats storage`` no more, as with ``topics`` or ``offsets`` in MetaQ.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class StatsService:
             lines = self.offsets()
         elif item == "realtime":
             lines = self.realtime()
+        elif item == "storage":
+            lines = self.storage()
         elif item == "reset":
             self.reset()
             lines = ["reset ok"]
@@ -149,6 +156,14 @@ class StatsService:
             if view is not None:
                 stores.append((topic, partition, view))
         return stores
+
+    def storage(self) -> list[str]:
+        totals = self.counters.totals()
+        offline = self.closed.offline_items() if self.closed is not None else []
+        return [f"disk_full_refusals {totals['disk_full_refusals']}",
+                f"fsync_failures {totals['fsync_failures']}",
+                f"offline_partitions {len(offline)}",
+                *(f"offline_{t}-{p} {' '.join(reason.split())}" for t, p, reason, _s in offline)]
 
     def topics(self) -> list[str]:
         by_topic: dict[str, list] = {}

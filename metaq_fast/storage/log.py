@@ -21,6 +21,11 @@ Acknowledgement promises (what the broker may say once ``append`` has returned):
 * ``unflushThreshold <= 0`` (group commit): the broker acknowledges only after ``flush()`` has
   returned; records become visible to readers at the same moment. A lost machine loses nothing
   acknowledged. Appends arriving during a flush are flushed together by the next one.
+
+A failed fdatasync or seal *fails* the log for good (Linux may drop the pages it could not write
+and report success to the next fsync): no more flushes, appends refused (``PartitionOfflineError``),
+closed without moving the recovery point, so the next open re-validates all after the last good
+flush. A full disk only fails the append that found it (``StorageError``, the log unchanged).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from ..errors import (
 from ..limits import BATCH_BYTES_MAX_DEFAULT
 from . import files
 from .ids import MessageIdAllocator
+from .faults import PartitionOfflineError, create_segment, drop_unfinished_entries
 from .mapped import search
 from .segment import HEADER, Segment
 from .state import PartitionState
@@ -266,6 +272,7 @@ class PartitionLog(_LogView):
         self._flushed_messages = 0  # written only under _flush_lock
         self._last_flush_s = clock_s()
         self.recovered_bytes_dropped = 0
+        self.failed: str | None = None  # why the log takes no more appends (module docstring)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.state = PartitionState(self.directory / files.STATE_NAME, writable=True)
         self.state.owner_pid = os.getpid()
@@ -285,8 +292,7 @@ class PartitionLog(_LogView):
         starts = files.list_segment_starts(self.directory)
         if not starts:
             self._starts = [0]
-            self._segments = [Segment(self.directory, 0, writable=True, create=True,
-                                      capacity_bytes=self._capacity())]
+            self._segments = [self._create_segment(0)]
             self._publish_bounds(0)
             self.state.recovery_point = 0
             return
@@ -313,7 +319,7 @@ class PartitionLog(_LogView):
         self.state.recovery_point = last.end_offset
         self._publish_bounds(last.end_offset)
         if last.size >= self.segment_bytes_max:
-            self._roll()
+            self._try_roll()  # a full disk must not stop the partition from opening
 
     def _check_contiguous(self, starts: list[int]) -> None:
         """Segments must touch (MetaQ refuses to start otherwise). A segment longer than the
@@ -377,7 +383,7 @@ class PartitionLog(_LogView):
         if crcs is None:
             crcs = message.crc32_many(datas)
         positions, nbytes, uniform = message.layout(lengths)
-        self._check_batch_size(nbytes)
+        self._check_append(nbytes)
         msg_ids = self.ids.allocate(count)
         segment, pos, dst = self._reserve(nbytes)
         message.lay_out_records(dst, datas, positions, uniform, lengths, crcs, msg_ids, flags)
@@ -389,12 +395,16 @@ class PartitionLog(_LogView):
         if crc is None:
             crc = message.crc32(data)
         size = HEADER + len(data)
-        self._check_batch_size(size)
+        self._check_append(size)
         active = self.active
         if (active.size and active.size + size > self.segment_bytes_max) or not active.can_take(size):
             active = self._roll(size)
         msg_id = self.ids.allocate_one()
-        position = active.append_one(data, msg_id, flag, crc)
+        try:
+            position = active.append_one(data, msg_id, flag, crc)
+        except Exception:
+            drop_unfinished_entries(active)
+            raise
         offset = active.start_offset + position
         end = offset + size
         self._appended_messages += 1
@@ -402,7 +412,7 @@ class PartitionLog(_LogView):
             self._visible_end = end
             self.state.visible_end = end
         if active.size >= self.segment_bytes_max:
-            self._roll()
+            self._try_roll()
         return offset, msg_id, end
 
     def append_message_set(self, records, lengths: np.ndarray, *, verify_crcs: bool) -> AppendResult:
@@ -428,7 +438,7 @@ class PartitionLog(_LogView):
             positions, nbytes, uniform = message.layout(lengths)
         if nbytes != len(src):
             raise InvalidArgumentError(f"index describes {nbytes} bytes, message set has {len(src)}")
-        self._check_batch_size(nbytes)
+        self._check_append(nbytes)
         if uniform:
             headers = message.strided_headers(src, count, stride)
         else:
@@ -453,10 +463,19 @@ class PartitionLog(_LogView):
         segment.fill_ids(dst, positions, uniform, stride, msg_ids)
         return self._commit(segment, pos, dst, positions, msg_ids, flags)
 
-    def _check_batch_size(self, nbytes: int) -> None:
+    def _check_append(self, nbytes: int) -> None:
+        """Refuse a batch larger than the limit, and any batch once the log has failed."""
         if nbytes > self.batch_bytes_max:
             raise MessageTooLargeError(
                 f"batch of {nbytes} bytes exceeds the limit of {self.batch_bytes_max}", fatal=False)
+        if self.failed is not None:
+            raise PartitionOfflineError(self.failed)
+
+    def _fail(self, reason: str) -> PartitionOfflineError:
+        """Take the log out of service for good (module docstring); the first reason stays."""
+        if self.failed is None:
+            self.failed = reason  # the broker logs it, once (broker/storage_faults.py)
+        return PartitionOfflineError(self.failed)
 
     def _reserve(self, nbytes: int) -> tuple[Segment, int, np.ndarray]:
         """Room for a batch in the active segment, rolling first if it would pass the limit."""
@@ -470,7 +489,11 @@ class PartitionLog(_LogView):
 
     def _commit(self, segment: Segment, pos: int, dst: np.ndarray, positions: np.ndarray,
                 msg_ids: np.ndarray, flags) -> AppendResult:
-        segment.commit(pos, dst, positions, msg_ids, flags)
+        try:
+            segment.commit(pos, dst, positions, msg_ids, flags)
+        except Exception:  # e.g. a sidecar that could not grow on a full disk
+            drop_unfinished_entries(segment)
+            raise
         first = segment.start_offset + pos
         end = first + len(dst)
         self._appended_messages += len(positions)
@@ -478,34 +501,49 @@ class PartitionLog(_LogView):
             self._visible_end = end
             self.state.visible_end = end
         if segment.size >= self.segment_bytes_max:
-            self._roll()
+            self._try_roll()
         return AppendResult(first, end, msg_ids, positions)
 
     def _roll(self, next_batch_bytes: int = 0) -> Segment:
-        """Seal the active segment (flushed, cut to size) and start the next one at its end."""
+        """Seal the active segment (flushed, cut to size) and start the next one at its end. A
+        failed seal fails the log; a failed creation (full disk) is tried again next time."""
         with self._flush_lock:
             old = self.active
             if old.size == 0:  # an empty segment too small for the batch: make it bigger
                 old.close()
                 files.data_file(self.directory, old.start_offset).unlink()
                 old.delete_files()
-                new = Segment(self.directory, old.start_offset, writable=True, create=True,
-                              capacity_bytes=self._capacity(next_batch_bytes))
+                new = self._create_segment(old.start_offset, next_batch_bytes)
                 self._segments[-1] = new
                 return new
-            old.seal()
+            try:
+                old.seal()  # returns at once if a failed creation left it sealed
+            except OSError as exc:
+                raise self._fail(f"sealing segment {old.path} failed: {exc}") from exc
             self._flushed_messages = self._appended_messages
             self.state.recovery_point = old.end_offset
-            new = Segment(self.directory, old.end_offset, writable=True, create=True,
-                          capacity_bytes=self._capacity(next_batch_bytes))
-            files.fsync_dir(self.directory)
+            new = self._create_segment(old.end_offset, next_batch_bytes)
             self._segments.append(new)
             self._starts.append(new.start_offset)
+            try:
+                files.fsync_dir(self.directory)
+            except OSError as exc:
+                raise self._fail(f"syncing directory {self.directory} failed: {exc}") from exc
             if self.flush_policy.group_commit:
                 self._visible_end = old.end_offset
                 self.state.visible_end = old.end_offset
             log.debug("rolled %s-%d: new segment %s", self.topic, self.partition, new.path)
             return new
+
+    def _try_roll(self) -> None:
+        """Roll a full segment if possible; the append that filled it stands (reply due)."""
+        try:
+            self._roll()
+        except (StorageError, OSError) as exc:
+            log.debug("rolling %s-%d after an append failed: %s", self.topic, self.partition, exc)
+
+    def _create_segment(self, start_offset: int, next_batch_bytes: int = 0) -> Segment:
+        return create_segment(self.directory, start_offset, self._capacity(next_batch_bytes))
 
     # ---- flush -----------------------------------------------------------------------------
 
@@ -522,7 +560,7 @@ class PartitionLog(_LogView):
         """MetaQ's rule: more than ``unflushThreshold`` messages since the last flush, or
         ``unflushInterval`` elapsed with something unflushed (group commit: anything)."""
         unflushed = self.unflushed_messages
-        if unflushed <= 0:
+        if unflushed <= 0 or self.failed is not None:
             return False
         policy = self.flush_policy
         if policy.group_commit or unflushed > policy.threshold_messages:
@@ -531,13 +569,19 @@ class PartitionLog(_LogView):
 
     def flush(self) -> int:
         """Make everything appended so far durable (safe to call from another thread than the
-        appender). Returns the offset now durable."""
+        appender). Returns the offset now durable. Raises ``PartitionOfflineError`` if this
+        or an earlier flush failed: no later flush may vouch for pages an earlier one lost."""
         with self._flush_lock:
+            if self.failed is not None:
+                raise PartitionOfflineError(self.failed)
             active = self.active
             end = active.end_offset
             appended = self._appended_messages
             if appended != self._flushed_messages or self.state.recovery_point != end:
-                active.flush()
+                try:
+                    active.flush()
+                except OSError as exc:
+                    raise self._fail(f"fdatasync of segment {active.path} failed: {exc}") from exc
                 self.state.recovery_point = end
             self._flushed_messages = appended
             self._last_flush_s = self._clock_s()
@@ -574,9 +618,19 @@ class PartitionLog(_LogView):
         return segment
 
     def close(self) -> None:
-        """Flush, cut the active file to its records, and release everything."""
+        """Flush, cut the active file to its records, and release everything (a failed log:
+        release only, the recovery point stays at the last good flush)."""
         with self._flush_lock:
             if not self._segments:
+                return
+            if self.failed is not None:
+                for segment in self._segments:
+                    if segment is not None:
+                        segment.closed_for_append = True  # close() then skips the seal
+                        segment.close()
+                self._segments = []
+                self.state.owner_pid = 0
+                self.state.close()
                 return
             end = self.active.end_offset
             for segment in self._segments:

@@ -24,6 +24,7 @@ from .prefault import PREFAULTER
 TABLE_POPULATE_AHEAD_BYTES = 256 * 1024  # sidecar pages populated ahead of the writer
 
 PAGE_BYTES = mmap.PAGESIZE
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no blocks left, or none left to this user
 
 
 def search(sorted_array: np.ndarray, value: int, side: str = "left") -> int:
@@ -68,7 +69,9 @@ def allocate(fd: int, offset: int, length: int, path: Path) -> None:
             if os.fstat(fd).st_size < offset + length:
                 os.ftruncate(fd, offset + length)
             return
-        raise StorageError(f"cannot allocate {length} bytes at {offset} in {path}: {exc}") from exc
+        full = "disk full: " if exc.errno in DISK_FULL_ERRNOS else ""
+        raise StorageError(f"{full}cannot allocate {length} bytes at {offset} in {path}: "
+                           f"{exc}") from exc
 
 
 class MappedTable:
