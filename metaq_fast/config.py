@@ -5,8 +5,8 @@ Allowed imports: the standard library, metaq_fast.errors, metaq_fast.limits, met
 File syntax (reference 9.1): ``[section]`` headers, ``key=value`` lines split at the first ``=``
 with both sides trimmed (values may hold spaces), full-line comments starting with ``;`` or ``#``.
 Comment lines may hold any bytes (MetaQ's own files have GBK comments); every other line must
-be UTF-8. Section names are literal: ``[system]`` and ``[zookeeper]`` are required,
-``[topic=NAME]`` declares a topic, other sections (``[slave]``) are ignored. As in ini4j, a
+be UTF-8. Section names are literal: ``[system]`` is required, ``[zookeeper]`` holds the ``zk.*``
+keys, ``[topic=NAME]`` declares a topic, other sections (``[slave]``) are ignored. As in ini4j, a
 repeated section continues the first one and a repeated key overrides the earlier value (both
 logged as warnings). Backslashes are literal.
 
@@ -18,6 +18,12 @@ value, the accepted range and the line.
 
 Deliberate differences from MetaQ:
 
+- only ``brokerId`` (each broker of a cluster needs its own) and one ``[topic=NAME]`` are
+  required: ``numPartitions``, ``unflushThreshold``, ``unflushInterval``, ``maxSegmentSize``
+  and ``maxTransferSize``, which MetaQ's loader demands, take MetaConfig's field defaults when
+  absent or blank, and a missing ``[zookeeper]`` section is an empty one (``zk.zkConnect`` may
+  then come from the command line). An absent ``brokerId`` is reported as absent, a blank one
+  as blank. MetaQ's own files load as before;
 - ranges are checked at load: ``brokerId`` must be 0..1023 (MetaQ accepts 1111, the value of
   its own test files, and fails later in its id generator), ports 0..65535, sizes positive...;
 - a relative ``dataPath``/``dataLogPath``/``appClassPath``/``logFile`` is resolved against the
@@ -418,14 +424,13 @@ _OUR_SYSTEM_KEYS = {
 }
 _SYSTEM_KEYS = {**_METAQ_SYSTEM_KEYS, **_OUR_SYSTEM_KEYS}
 _SYSTEM_BY_ATTR = {spec.attr: spec for spec in _SYSTEM_KEYS.values()}
-_REQUIRED_SYSTEM_KEYS = (
-    "brokerId",
-    "numPartitions",
-    "unflushThreshold",
-    "unflushInterval",
-    "maxSegmentSize",
-    "maxTransferSize",
-)
+# MetaQ's loader also demands numPartitions, unflushThreshold, unflushInterval, maxSegmentSize
+# and maxTransferSize; here they take MetaConfig's field defaults (the ``Config`` defaults).
+_REQUIRED_SYSTEM_KEYS = ("brokerId",)
+_DEFAULTED_ATTRS = ("num_partitions", "unflush_threshold", "unflush_interval_ms",
+                    "segment_bytes_max", "transfer_bytes_max")
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
+                    if f.name in _DEFAULTED_ATTRS}
 # MetaConfig fields that its loader accepts as keys but never reads.
 _SYSTEM_IGNORED = frozenset(
     "serialVersionUID topics slaveConfig zkConfig topicConfigMap propertyChangeSupport "
@@ -464,39 +469,45 @@ _TOPIC_PREFIX = "topic="
 # ---- loading -------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the server.ini at ``path``; raises ConfigError."""
+def load_config(path: str | os.PathLike[str], zk_overrides: Mapping[str, Any] | None = None,
+                zk_defaults: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate the server.ini at ``path``; raises ConfigError. See ``parse_config``
+    for the two mappings."""
     try:
         with open(path, "rb") as file:
             raw = file.read()
     except OSError as exc:
         raise ConfigError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
-    return parse_config(raw, os.fspath(path))
+    return parse_config(raw, os.fspath(path), zk_overrides, zk_defaults)
 
 
-def parse_config(text_bytes: bytes | str, path: str | os.PathLike[str] = "<string>") -> Config:
+def parse_config(text_bytes: bytes | str, path: str | os.PathLike[str] = "<string>",
+                 zk_overrides: Mapping[str, Any] | None = None,
+                 zk_defaults: Mapping[str, Any] | None = None) -> Config:
     """Parse server.ini bytes (a str is taken as UTF-8); ``path`` names the file in errors and
-    anchors relative paths (for ``<string>``: the working directory). Raises ConfigError."""
+    anchors relative paths (for ``<string>``: the working directory). ``zk_overrides`` replace
+    ``ZkConfig`` fields of the file and ``zk_defaults`` fill those it does not set (the command
+    line's ``--zk-connect``, ``--no-zk``, ``--local``), before the file is checked as a whole, so
+    a file without ``zk.zkConnect`` loads when the command line gives one. Raises ConfigError."""
     path = os.fspath(path)
     if isinstance(text_bytes, str):
         text_bytes = text_bytes.encode("utf-8")
     sections = _read_ini(text_bytes, path)
-    for required in ("system", "zookeeper"):
-        if required not in sections:
-            raise ConfigError(
-                f"{path}: missing [{required}] section (MetaQ requires it"
-                + ("; it may be empty)" if required == "zookeeper" else ")")
-            )
+    if "system" not in sections:
+        raise ConfigError(f"{path}: missing [system] section (it holds brokerId at least)")
+    if "zookeeper" not in sections:  # MetaQ requires the section; its keys can come from flags
+        sections["zookeeper"] = _Section("zookeeper", 0, {})
     topic_sections = [s for s in sections.values() if s.name.startswith(_TOPIC_PREFIX)]
     for section in sections.values():
         _check_keys(path, section)
     loader = _Loader(path, _base_dir(path))
     system = loader.system(sections["system"])
-    zk = loader.zookeeper(sections["zookeeper"])
+    zk = loader.zookeeper(sections["zookeeper"], zk_overrides or {}, zk_defaults or {})
     if not topic_sections:
         raise ConfigError(f"{path}: Empty topics list (add a [topic=NAME] section)")
     topics = {s.name[len(_TOPIC_PREFIX) :]: loader.topic(s, system) for s in topic_sections}
-    zk_keys_present = any(key in _ZK_KEYS for key in sections["zookeeper"].entries)
+    zk_keys_present = bool(zk_overrides or zk_defaults) or any(
+        key in _ZK_KEYS for key in sections["zookeeper"].entries)
     for key, problem in _cross_problems(system, zk, zk_keys_present):
         section = sections["zookeeper" if key.startswith("zk.") else "system"]
         raise loader.error(section, key, problem)
@@ -622,9 +633,14 @@ class _Loader:
 
     def system(self, section: _Section) -> dict[str, Any]:
         for key in _REQUIRED_SYSTEM_KEYS:
-            if section.entries.get(key, ("", 0))[0] == "":
+            if key not in section.entries:
+                raise self.error(section, key, f"{key} is not set (required: each broker of a "
+                                 f"cluster has its own id; add {key}=N to [system])")
+            if section.entries[key][0] == "":
                 raise self.error(section, key, f"Blank value for {key}")
         values = self.values(section, _SYSTEM_KEYS)
+        for attr in _DEFAULTED_ATTRS:  # MetaConfig's field defaults, where MetaQ demanded a value
+            values.setdefault(attr, _CONFIG_DEFAULTS[attr])
         values.setdefault("data_path", _default_data_path())
         values.setdefault("data_log_path", values["data_path"])
         if "app_class_path" not in values and (self.base_dir.parent / "provided").is_dir():
@@ -639,8 +655,9 @@ class _Loader:
         )
         return values
 
-    def zookeeper(self, section: _Section) -> ZkConfig:
-        return ZkConfig(**self.values(section, _ZK_KEYS))
+    def zookeeper(self, section: _Section, overrides: Mapping[str, Any],
+                  defaults: Mapping[str, Any]) -> ZkConfig:
+        return ZkConfig(**{**defaults, **self.values(section, _ZK_KEYS), **overrides})
 
     def topic(self, section: _Section, system: Mapping[str, Any]) -> TopicConfig:
         name = section.name[len(_TOPIC_PREFIX) :]
@@ -695,8 +712,8 @@ def _cross_problems(
     if zk.enabled and not zk.connect:
         if not zk_keys_present:
             yield "zk.zkConnect", (
-                "Null zookeeper config (no zk.* key in [zookeeper]; set zk.zkConnect, "
-                "or zk.zkEnable=false to run without ZooKeeper)"
+                "Null zookeeper config (no zk.* key in [zookeeper]; set zk.zkConnect or give "
+                "--zk-connect, or zk.zkEnable=false (--no-zk) to run without ZooKeeper)"
             )
         else:
             yield "zk.zkConnect", (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from ..config import load_config
@@ -18,8 +17,19 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 
+LOCAL_ZK_CONNECT = "127.0.0.1:2181"  # local mode's ZooKeeper when the file names none
+
+
 def load(args):
-    config = load_config(args.config)
+    """The configuration of ``args.config`` with the command line's overrides applied (the
+    ZooKeeper ones before the file is checked: ``--zk-connect`` may supply what it lacks)."""
+    zk_overrides = {}
+    if args.zk_connect is not None:
+        zk_overrides["connect"] = args.zk_connect
+    if args.no_zk:
+        zk_overrides["enabled"] = False
+    zk_defaults = {"connect": LOCAL_ZK_CONNECT} if args.local else None
+    config = load_config(args.config, zk_overrides, zk_defaults)
     overrides = {}
     if args.port is not None:
         overrides["server_port"] = args.port
@@ -35,12 +45,7 @@ def load(args):
         overrides["log_file"] = str(args.log_file.resolve())
     if overrides:
         config = config.with_overrides(**overrides)
-    zk = config.zk
-    if args.zk_connect is not None:
-        zk = replace(zk, connect=args.zk_connect)
-    if args.no_zk:
-        zk = replace(zk, enabled=False)
-    return replace(config, zk=zk)
+    return config
 
 
 def serve(args) -> int:

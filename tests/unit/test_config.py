@@ -385,11 +385,21 @@ def test_metaq_accepted_but_ignored_keys_load_with_a_warning(tmp_path, caplog):
     assert "[zookeeper] brokerId has no effect" in caplog.text
 
 
-@pytest.mark.parametrize("section", ["system", "zookeeper"])
-def test_missing_required_section(tmp_path, section):
-    sections = {name: entries for name, entries in BASE.items() if name != section}
+def test_missing_system_section(tmp_path):
+    sections = {name: entries for name, entries in BASE.items() if name != "system"}
     message = config_error(render(sections), tmp_path)
-    assert f"server.ini: missing [{section}] section" in message
+    assert "server.ini: missing [system] section" in message
+
+
+def test_missing_zookeeper_section_is_an_empty_one(tmp_path):
+    sections = {name: entries for name, entries in BASE.items() if name != "zookeeper"}
+    message = config_error(render(sections), tmp_path)
+    assert "server.ini [zookeeper] zk.zkConnect: Null zookeeper config" in message
+    assert "--zk-connect" in message
+    path = tmp_path / "server.ini"
+    config = load_config(path, zk_overrides={"connect": "127.0.0.1:2999"})
+    assert config.zk == ZkConfig(connect="127.0.0.1:2999")
+    assert load_config(path, zk_overrides={"enabled": False}).zk.enabled is False
 
 
 def test_empty_zookeeper_section_is_null_zookeeper_config(tmp_path):
@@ -402,13 +412,48 @@ def test_no_topic_sections_is_empty_topics_list(tmp_path):
     assert "server.ini: Empty topics list" in config_error(render(sections), tmp_path)
 
 
-@pytest.mark.parametrize("key", ["brokerId", "numPartitions", "unflushThreshold",
-                                 "unflushInterval", "maxSegmentSize", "maxTransferSize"])
-def test_required_system_key_blank_or_missing(tmp_path, key):
-    blank = config_error(ini(system={key: ""}), tmp_path)
-    assert f"server.ini [system] {key}=: Blank value for {key} (line " in blank
-    missing = config_error(ini(system={key: None}), tmp_path)
-    assert f"server.ini [system] {key}: Blank value for {key}" in missing
+def test_broker_id_absent_is_reported_absent_and_blank_blank(tmp_path):
+    blank = config_error(ini(system={"brokerId": ""}), tmp_path)
+    assert "server.ini [system] brokerId=: Blank value for brokerId (line " in blank
+    missing = config_error(ini(system={"brokerId": None}), tmp_path)
+    assert "server.ini [system] brokerId: brokerId is not set" in missing
+    assert "Blank" not in missing
+
+
+# MetaQ's loader demands these; MetaConfig has a field default for each (reference 9.2).
+METACONFIG_DEFAULTS = {"numPartitions": ("num_partitions", 1),
+                       "unflushThreshold": ("unflush_threshold", 1000),
+                       "unflushInterval": ("unflush_interval_ms", 10_000),
+                       "maxSegmentSize": ("segment_bytes_max", 1024 * 1024 * 1024),
+                       "maxTransferSize": ("transfer_bytes_max", 1024 * 1024)}
+
+
+@pytest.mark.parametrize("key", sorted(METACONFIG_DEFAULTS))
+@pytest.mark.parametrize("how", ["absent", "blank"])
+def test_metaq_required_key_takes_metaconfig_default(tmp_path, key, how):
+    attr, default = METACONFIG_DEFAULTS[key]
+    changed = {key: None if how == "absent" else "", "numPartitions": "4",
+               "unflushThreshold": "7", "unflushInterval": "99", "maxSegmentSize": "4096",
+               "maxTransferSize": "2048"}
+    changed[key] = None if how == "absent" else ""
+    config = load(ini(system=changed), tmp_path)
+    assert getattr(config, attr) == default
+    if attr in ("num_partitions", "unflush_threshold", "unflush_interval_ms"):
+        assert getattr(config.topic_configs["test"], attr) == default  # topics inherit it
+
+
+def test_minimal_file_brokerid_and_one_topic(tmp_path):
+    path = tmp_path / "server.ini"
+    path.write_text("[system]\nbrokerId=7\n\n[topic=orders]\n")
+    config = load_config(path, zk_overrides={"connect": "127.0.0.1:2181"})
+    assert config.broker_id == 7 and config.topics == ["orders"]
+    assert (config.num_partitions, config.unflush_threshold, config.unflush_interval_ms,
+            config.segment_bytes_max, config.transfer_bytes_max) == (
+        1, 1000, 10_000, 1024 ** 3, 1024 ** 2)
+    assert config.message_bytes_max == min(limits.MESSAGE_BYTES_MAX_DEFAULT,
+                                           1024 ** 2 - limits.RECORD_HEADER_BYTES)
+    topic = config.topic_configs["orders"]
+    assert (topic.num_partitions, topic.unflush_threshold) == (1, 1000)
 
 
 def test_zookeeper_enabled_needs_servers(tmp_path):
