@@ -1,6 +1,6 @@
 """server.ini -> a frozen, validated ``Config``, read the way MetaQ's MetaConfig reads it.
 
-Allowed imports: the standard library, metaq_fast.errors, metaq_fast.limits, metaq_fast.cron.
+Allowed imports: the standard library, metaq_fast.errors / limits / names / cron.
 
 File syntax (reference 9.1): ``[section]`` headers, ``key=value`` lines split at the first ``=``
 with both sides trimmed (values may hold spaces), full-line comments starting with ``;`` or ``#``.

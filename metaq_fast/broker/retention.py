@@ -7,6 +7,12 @@ A topic's policy (``deletePolicy``, e.g. ``delete,168``) is applied at the times
 Segments are taken out of the log on the event loop thread (cheap, and the only thread that
 changes the log's segment list); their files are deleted, renamed or zipped in a background
 thread, so a large archive never stalls serving.
+
+The timer is armed for the earliest next firing time of all schedules (at most an hour ahead,
+then armed again); when it runs, every schedule whose firing time it was armed with has come is
+run, however late the loop was (a busy loop or a suspended process must not skip a run until
+the cron's next time, 12 hours later with MetaQ's default). A schedule fires at most once per
+firing time, and never before it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from ..storage import RetentionPolicy, dispose, expire
 
 log = logging.getLogger(__name__)
 
+ARM_AHEAD_S_MAX = 3600.0  # the timer is re-armed at least hourly (wall clock changes)
+
 
 class RetentionScheduler:
     def __init__(self, loop, table, executor):
@@ -27,6 +35,7 @@ class RetentionScheduler:
         self.table = table
         self.executor = executor
         self._timer = None
+        self._due_at: dict[str, dt.datetime] = {}  # cron expression -> firing time armed for
         self.runs = 0
 
     def start(self) -> None:
@@ -40,17 +49,19 @@ class RetentionScheduler:
 
     def _arm(self) -> None:
         now = dt.datetime.now()
-        times = [t for t in (c.next_after(now) for c in self._schedules().values()) if t]
-        if not times:
+        self._due_at = {expr: t for expr, t in ((expr, c.next_after(now)) for expr, c in
+                                                self._schedules().items()) if t is not None}
+        if not self._due_at:
             return
-        delay = max(0.0, (min(times) - now).total_seconds())
-        self._timer = self.loop.call_later(min(delay, 3600.0), self._due)
+        delay = max(0.0, (min(self._due_at.values()) - now).total_seconds())
+        self._timer = self.loop.call_later(min(delay, ARM_AHEAD_S_MAX), self._due)
 
     def _due(self) -> None:
         now = dt.datetime.now()
-        schedules = self._schedules()
+        fired = {expr for expr, at in self._due_at.items() if at <= now}
         try:
-            self.run_now(lambda settings: _fired(schedules[settings.delete_when], now))
+            if fired:
+                self.run_now(lambda settings: settings.delete_when in fired)
         finally:
             self._arm()
 
@@ -74,12 +85,6 @@ class RetentionScheduler:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-
-
-def _fired(schedule: CronSchedule, now: dt.datetime) -> bool:
-    """True if ``schedule`` fires within the second before ``now`` (the timer is on time)."""
-    fire = schedule.next_after(now - dt.timedelta(seconds=2))
-    return fire is not None and fire <= now + dt.timedelta(seconds=1)
 
 
 def _dispose_logged(directory, start, path, policy) -> None:

@@ -1,17 +1,19 @@
 """Memory-mapped files: a growable data mapping and tables of fixed-size entries.
 
-Imports: numpy, metaq_fast.errors and storage.prefault only.
+Imports: stdlib (logging), numpy, metaq_fast.errors and storage.prefault only.
 
 Both writers (the owning worker) and readers (any worker serving ``get``) map the same files.
 A writer grows a file before it writes past its end, so a write into the mapping never meets a
 hole that could raise SIGBUS on a full disk: growth is ``posix_fallocate``, which fails with
-ENOSPC as a ``StorageError`` instead. A reader remaps when the file has grown past its mapping.
+ENOSPC as a ``StorageError`` instead (except on a filesystem that cannot reserve blocks at all:
+see ``allocate``). A reader remaps when the file has grown past its mapping.
 Old mappings stay valid for whoever still holds a view of them (numpy keeps the mmap alive).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import mmap
 import os
 from pathlib import Path
@@ -20,6 +22,9 @@ import numpy as np
 
 from ..errors import StorageError
 from .prefault import PREFAULTER
+
+log = logging.getLogger(__name__)
+_sparse_warned: set[int] = set()  # st_dev of filesystems already warned about
 
 TABLE_POPULATE_AHEAD_BYTES = 256 * 1024  # sidecar pages populated ahead of the writer
 
@@ -66,7 +71,15 @@ def allocate(fd: int, offset: int, length: int, path: Path) -> None:
         os.posix_fallocate(fd, offset, length)
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystem without fallocate
-            if os.fstat(fd).st_size < offset + length:
+            # Extending sparse is all that is left; a full disk will then show as a SIGBUS on
+            # a write through the mapping, not as an error here (segment.py). Say so once.
+            stat = os.fstat(fd)
+            if stat.st_dev not in _sparse_warned:
+                _sparse_warned.add(stat.st_dev)
+                log.warning("the filesystem of %s cannot reserve blocks (%s): files are extended "
+                            "sparse, and a full disk there kills the writing worker (SIGBUS) "
+                            "instead of refusing puts", path, exc)
+            if stat.st_size < offset + length:
                 os.ftruncate(fd, offset + length)
             return
         full = "disk full: " if exc.errno in DISK_FULL_ERRNOS else ""

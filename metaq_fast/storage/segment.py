@@ -1,10 +1,10 @@
-"""One segment of a partition log: a memory-mapped data file and its two sidecar tables.
+"""One segment of a partition log: a memory-mapped data file and its three sidecar tables.
 
 Imports: numpy, xxhash, metaq_fast.message / errors / limits and the storage helpers.
 
 Files (see files.py): ``<start>.meta`` holds MetaQ records byte for byte; ``<start>.idx`` holds,
-per record, its position in the file and a 32-bit check of its id and flag
-(``message.header_checks``); ``<start>.sum`` holds, per appended batch, its end position, the
+per record, its position in the file; ``<start>.chk``, per record, a 32-bit check of its id and
+flag (``message.header_checks``); ``<start>.sum`` holds, per appended batch, its end position, the
 record count at its end, and the xxh3-64 of its bytes. The data file is the truth; the sidecars
 are caches that are verified against it and rebuilt from it when they disagree.
 
@@ -22,7 +22,9 @@ Integrity, and why it is split this way:
 Strategy for the writer: the data file is sized to the segment's capacity once (sparse), mapped
 once, and disk blocks are reserved ahead of the write position in 16 MiB steps with
 ``posix_fallocate``; a write therefore never remaps and a full disk is an error at allocation,
-never a SIGBUS. A closed segment is truncated to exactly its records, as MetaQ leaves it.
+not a SIGBUS. The one exception: a filesystem where neither fallocate nor glibc's emulation of
+it works (``mapped.allocate`` then only extends the file, sparse, and warns once); a full disk
+there is a SIGBUS in the worker, which the supervisor restarts, losing nothing acknowledged. A closed segment is truncated to exactly its records, as MetaQ leaves it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The client side's live view of a MetaQ cluster in ZooKeeper: brokers and topic partitions.
 
-Imports: the standard library, kazoo, ``metaq_fast.errors``, ``metaq_fast.names``,
-``metaq_fast.zk.paths`` (every path and node format) and ``metaq_fast.client.selector.Partition``
-(a pure value type; the one import from ``client``, kept until ``Partition`` gets a neutral home).
+Imports: the standard library, kazoo, ``metaq_fast.errors``, ``metaq_fast.names`` and
+``metaq_fast.zk.paths`` (every path and node format, and the ``Partition`` value type). Nothing
+from ``client``: the client imports this module, never the reverse.
 Reference: ``metaq-protocol.md`` §6.3 (what clients derive from ZooKeeper) and §7.2 / §8.2 (the
 watches MetaQ's producer and consumer keep).
 
