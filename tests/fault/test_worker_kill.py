@@ -21,38 +21,53 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.slow
 
 
-def load(port: int, stop: threading.Event, acked: list, refused: list, window: int = 100,
-         seconds_max: float = 60.0):
-    """Pipelined puts to partitions 0..3 until ``stop``; records what was acknowledged."""
+def load(port: int, stop: threading.Event, acked: list, refused: list, errors: list,
+         window: int = 100, seconds_max: float = 60.0):
+    """Pipelined puts to partitions 0..3 until ``stop``; records what was acknowledged.
+
+    Runs in a thread: an exception there would not fail the test, so whatever ends the loop
+    other than ``stop`` or the time limit (a bad reply, a bug here) goes to ``errors`` for the
+    test to assert on.
+    """
+    try:
+        _load(port, stop, acked, refused, window, seconds_max)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        errors.append(exc)
+
+
+def _load(port: int, stop: threading.Event, acked: list, refused: list, window: int,
+          seconds_max: float):
     deadline = time.monotonic() + seconds_max
     opaque = 0
     client = None
-    while not stop.is_set() and time.monotonic() < deadline:
-        try:
-            if client is None:
-                client = WireClient(port, timeout_s=5)
-            batch = []
-            for _ in range(window):
-                opaque += 1
-                payload = b"m%08d-%08x" % (opaque, zlib.crc32(b"%d" % opaque))
-                batch.append((opaque, opaque % 4, payload))
-            client.send(b"".join(b"put test %d %d 0 -1 %d\r\n" % (p, len(d), o) + d
-                                 for o, p, d in batch))
-            for o, p, d in batch:
-                reply = client.reply(timeout_s=10)
-                assert isinstance(reply, ResultReply) and reply.opaque == o
-                if reply.code == 200:
-                    _, partition, offset = bytes(reply.body).split(b" ")
-                    acked.append((int(partition), int(offset), d))
-                else:
-                    refused.append((o, reply.code))
-        except (ConnectionError, OSError):
-            if client is not None:
-                client.close()
-            client = None  # the worker holding this connection died: reconnect
-            time.sleep(0.05)
-    if client is not None:
-        client.close()
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if client is None:
+                    client = WireClient(port, timeout_s=5)
+                batch = []
+                for _ in range(window):
+                    opaque += 1
+                    payload = b"m%08d-%08x" % (opaque, zlib.crc32(b"%d" % opaque))
+                    batch.append((opaque, opaque % 4, payload))
+                client.send(b"".join(b"put test %d %d 0 -1 %d\r\n" % (p, len(d), o) + d
+                                     for o, p, d in batch))
+                for o, p, d in batch:
+                    reply = client.reply(timeout_s=10)
+                    assert isinstance(reply, ResultReply) and reply.opaque == o, (o, reply)
+                    if reply.code == 200:
+                        _, partition, offset = bytes(reply.body).split(b" ")
+                        acked.append((int(partition), int(offset), d))
+                    else:
+                        refused.append((o, reply.code))
+            except (ConnectionError, OSError):
+                if client is not None:
+                    client.close()
+                client = None  # the worker holding this connection died: reconnect
+                time.sleep(0.05)
+    finally:
+        if client is not None:
+            client.close()
 
 
 def read_partition(port: int, partition: int) -> dict[int, bytes]:
@@ -79,11 +94,14 @@ def test_kill_9_worker_under_load_restarts_and_loses_nothing_acknowledged(broker
     stop = threading.Event()
     acked: list = []
     refused: list = []
-    threads = [threading.Thread(target=load, args=(broker.port, stop, acked, refused), daemon=True)
+    errors: list = []
+    threads = [threading.Thread(target=load, args=(broker.port, stop, acked, refused, errors),
+                                daemon=True)
                for _ in range(2)]
     for t in threads:
         t.start()
-    wait_until(lambda: len(acked) > 5000, timeout_s=30, message="load did not start")
+    wait_until(lambda: len(acked) > 5000, timeout_s=30,
+               message=lambda: f"load did not start (load errors: {errors!r})")
     victim = sorted(before)[0]
     os.kill(victim, signal.SIGKILL)
     killed_at = len(acked)
@@ -91,10 +109,12 @@ def test_kill_9_worker_under_load_restarts_and_loses_nothing_acknowledged(broker
                            message="the killed worker was not restarted")
     assert victim not in broker.worker_pids()
     wait_until(lambda: len(acked) > killed_at + 5000, timeout_s=30,
-               message="puts did not resume after the restart")
+               message=lambda: f"puts did not resume after the restart (load errors: {errors!r})")
     stop.set()
     for t in threads:
         t.join(30)
+    assert not [t for t in threads if t.is_alive()], "a load thread did not stop"
+    assert not errors, f"a load thread failed: {errors[0]!r}"
     assert "died (signal SIGKILL)" in broker.log_text()
     stored = {}
     for partition in range(4):

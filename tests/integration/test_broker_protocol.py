@@ -6,8 +6,10 @@ processes and every vector exercises forwarding for one of them.
 
 import os
 import socket
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from metaq_fast.message import MessageSet
 from metaq_fast.protocol import ResultReply, ValueReply
@@ -237,18 +239,40 @@ def test_getm_extension_returns_whole_records_with_index(broker, client):
     result(client.request(b"getm test g 0 5 100 4\r\n"), 301, b"0")
 
 
-def test_layout_lets_a_client_reach_the_owning_worker_directly(broker, client):
+def puts_forwarded(broker) -> float:
+    """metaq_puts_forwarded on the broker's /metrics: the ``forwarded`` counter of every worker."""
+    url = f"http://127.0.0.1:{broker.info['dashboard_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+              if s.name in ("metaq_puts_forwarded", "metaq_puts_forwarded_total")]
+    assert len(values) == 1, values
+    return values[0]
+
+
+def test_layout_lets_a_client_reach_the_owning_worker_directly(brokers):
     from metaq_fast.layout import owner_of
 
-    lines = result(client.request(b"admin layout 1\r\n"), 200).decode().splitlines()
-    assert lines[:2] == ["workers 2", "owner crc32-plus-partition"]
-    ports = {int(slot): int(port) for _, slot, port in (l.split() for l in lines[2:])}
-    assert set(ports) == {0, 1} and broker.port not in ports.values()
-    for partition in (0, 1):
-        direct = WireClient(ports[owner_of("test", partition, 2)])
-        put_ok(direct.request(b"put test %d 5 0 -1 2\r\nhello" % partition))
-        direct.close()
-    stats = result(client.request(b"stats  3\r\n"), 200)
-    assert b"cmd_put 2\r\n" in stats
-    # nothing was forwarded: each put reached its owner
-    assert b"put_failed 0\r\n" in stats
+    broker = brokers(workers=2, topics={"test": {"numPartitions": 2}},
+                     system={"dashboardHttpPort": 0})
+    client = WireClient(broker.port)
+    try:
+        lines = result(client.request(b"admin layout 1\r\n"), 200).decode().splitlines()
+        assert lines[:2] == ["workers 2", "owner crc32-plus-partition"]
+        ports = {int(slot): int(port) for _, slot, port in (l.split() for l in lines[2:])}
+        assert set(ports) == {0, 1} and broker.port not in ports.values()
+        for partition in (0, 1):
+            direct = WireClient(ports[owner_of("test", partition, 2)])
+            put_ok(direct.request(b"put test %d 5 0 -1 2\r\nhello" % partition))
+            direct.close()
+        stats = result(client.request(b"stats  3\r\n"), 200)
+        assert b"cmd_put 2\r\n" in stats and b"put_failed 0\r\n" in stats
+        # nothing was forwarded: each put reached its owner
+        assert puts_forwarded(broker) == 0
+        # and the counter does count: a put sent to the other worker's port is forwarded once
+        other = WireClient(ports[1 - owner_of("test", 0, 2)])
+        assert put_ok(other.request(b"put test 0 5 0 -1 4\r\nagain"))[1:] == (0, 25)
+        other.close()
+        assert puts_forwarded(broker) == 1
+    finally:
+        client.close()

@@ -9,7 +9,7 @@ import re
 import struct
 
 import numpy as np
-from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from metaq_fast import limits
 from metaq_fast.errors import ProtocolError
@@ -332,18 +332,22 @@ def test_java_split_matches_java(text):
     assert java_split(text, " ") == java_pattern_split(text)
 
 
+@example([])
+@example([(1000 + i, 3, 70 * i + 1000, i) for i in range(100)])  # equal widths: fixed template
+@example([(-(7 ** (i % 22)), i, 10 ** (i % 19), -i) for i in range(100)])  # widths vary
 @given(
     st.lists(st.tuples(int64, int32, int64, int32), min_size=0, max_size=200),
 )
 def test_put_ok_many_equals_single_replies(rows):
+    """Both forms (a partition per reply, one for all) equal the single replies joined, for no
+    reply, a few (joined one by one) and 64 or more (one bytes format of the whole batch)."""
     ids = [r[0] for r in rows]
     parts = [r[1] for r in rows]
     offs = [r[2] for r in rows]
     opqs = [r[3] for r in rows]
     expected = b"".join(map(encode_put_ok, ids, parts, offs, opqs))
     assert encode_put_ok_many(np.array(ids, dtype=np.int64), parts, offs, opqs) == expected
-    if rows:
-        assume(True)
-        assert encode_put_ok_many(ids, parts[0], offs, opqs) == b"".join(
-            encode_put_ok(i, parts[0], o, q) for i, o, q in zip(ids, offs, opqs)
-        )
+    one = parts[0] if rows else 0  # a single partition for all replies (also for none)
+    assert encode_put_ok_many(ids, one, offs, opqs) == b"".join(
+        encode_put_ok(i, one, o, q) for i, o, q in zip(ids, offs, opqs)
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from metaq_fast.cron import CronSchedule
@@ -159,10 +159,32 @@ def test_next_after_is_the_first_match_minute_by_minute(minutes, hours, weekdays
         t += dt.timedelta(minutes=1)
 
 
+FIELD_RANGES = {
+    "seconds": (0, 59), "minutes": (0, 59), "hours": (0, 23), "days_of_month": (1, 31),
+    "months": (1, 12), "days_of_week": (1, 7), "years": (1970, 2099),
+}
+
+
+@example("0 0 6,18 * * ?")
+@example("*/7 5-9 22-2 ? JAN,JUL FRI-MON 2030-2090/20")
+@example("0 0 0 30 2 ?")  # parses, never fires
+@example("0 0 0 32 * ?")  # out of range: must raise
 @given(st.text(alphabet=" 0123456789*?/,-LW#JANMONSUTEDFRI\u00b2", max_size=30))
 def test_parse_raises_only_value_error(expression):
+    """Any text either raises ValueError, or parses to a schedule whose fields are non-empty
+    sets of in-range values, exactly one day field being '?', and whose next firing (if any)
+    is after the given time and matches every field."""
     try:
         schedule = CronSchedule.parse(expression)
     except ValueError:
         return
-    assert schedule.next_after(T(2024, 1, 1)) is None or schedule.seconds
+    assert (schedule.days_of_month is None) != (schedule.days_of_week is None), schedule
+    for name, (lo, hi) in FIELD_RANGES.items():
+        values = getattr(schedule, name)
+        if values is not None:
+            assert values and all(lo <= v <= hi for v in values), (name, sorted(values))
+    when = T(2024, 1, 1)
+    result = schedule.next_after(when)
+    if result is not None:
+        assert result > when and result.year in schedule.years, result
+        assert matches(schedule, result), (expression, result)
