@@ -1,5 +1,5 @@
-"""Test helpers shared by all test suites: polling instead of sleeps, free ports, and real
-ZooKeeper session faults.
+"""Test helpers shared by all test suites: polling instead of sleeps, free ports, real
+ZooKeeper session faults, and the one way to skip a test (``skip_or_fail``).
 
 Import as ``from tests.helpers import wait_until`` (tests/conftest.py puts the repository root
 on ``sys.path``). kazoo is imported lazily, so unit tests can use ``wait_until`` without it.
@@ -7,13 +7,34 @@ on ``sys.path``). kazoo is imported lazily, so unit tests can use ``wait_until``
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 T = TypeVar("T")
+
+
+def in_ci() -> bool:
+    """True when $CI is "true", "1" or "yes" (any case), as CI services and ``.ci/run`` set it."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test (or fixture) for ``reason``; fail it instead when ``in_ci()``.
+
+    Every test skip goes through here. Locally a missing tool (java, gcc, root for a mount, an
+    installed console script) is a reason to skip; in CI it means a broken install step, and a
+    skipped test would let that pass unnoticed. ``tests/conftest.py`` also turns any other skip
+    into a failure under CI, so a bare ``pytest.skip`` cannot slip through either.
+    """
+    if in_ci():
+        pytest.fail(f"CI is set, so this test may not skip: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def wait_until(

@@ -21,6 +21,7 @@ import random
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from metaq_fast.protocol import ResultReply, ValueReply
 from metaq_fast.storage import FlushPolicy, MessageIdAllocator, PartitionLog
 
 from tests.brokers import WireClient
+from tests.helpers import skip_or_fail
 
 FS_BYTES = 40 * 1024 * 1024
 BALLAST_BYTES = 26 * 1024 * 1024  # leaves ~14 MB: three 4 MiB segments and their sidecars
@@ -42,10 +44,8 @@ PUTS_PER_SEND = 16  # about 1 MiB per send
 FILL_SENDS_MAX = 64  # 64 MiB offered to a 40 MB filesystem: it fills long before
 
 
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"cannot mount a small filesystem in CI: {reason}")
-    pytest.skip(f"cannot mount a small filesystem: {reason}")
+def unavailable(reason: str) -> NoReturn:
+    skip_or_fail(f"cannot mount a small filesystem: {reason}")
 
 
 @pytest.fixture

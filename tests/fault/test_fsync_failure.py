@@ -12,12 +12,12 @@ fails).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,7 +26,7 @@ from metaq_fast.message import MessageSet
 from metaq_fast.protocol import ResultReply, ValueReply
 
 from tests.brokers import WireClient
-from tests.helpers import wait_until
+from tests.helpers import skip_or_fail, wait_until
 
 SHIM_SOURCE = r"""
 #define _GNU_SOURCE
@@ -80,10 +80,8 @@ int fsync(int fd) {
 """
 
 
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"fsync fault injection unavailable in CI: {reason}")
-    pytest.skip(f"fsync fault injection unavailable: {reason}")
+def unavailable(reason: str) -> NoReturn:
+    skip_or_fail(f"fsync fault injection unavailable: {reason}")
 
 
 @pytest.fixture(scope="module")

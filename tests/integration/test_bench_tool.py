@@ -22,6 +22,8 @@ import pytest
 from metaq_fast.errors import ZooKeeperError
 from metaq_fast.zk.server import find_zookeeper
 
+from tests.helpers import skip_or_fail
+
 pytestmark = pytest.mark.zk
 
 BENCH = Path(sys.executable).parent / "metaq-bench"
@@ -31,11 +33,11 @@ TIMEOUT_S = 120
 @pytest.fixture(scope="module", autouse=True)
 def needs_zookeeper():
     if not BENCH.exists():
-        pytest.skip(f"{BENCH} is not installed (run ./scripts/install.sh)")
+        skip_or_fail(f"{BENCH} is not installed (run ./scripts/install.sh)")
     try:
         find_zookeeper()
     except ZooKeeperError as exc:
-        pytest.skip(str(exc))
+        skip_or_fail(str(exc))
 
 
 def bench(*args, cwd: Path) -> subprocess.CompletedProcess:

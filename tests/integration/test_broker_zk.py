@@ -33,7 +33,7 @@ from kazoo.client import KazooClient
 from metaq_fast.protocol import ResultReply, ValueReply
 from metaq_fast.zk.server import LocalZooKeeper, find_zookeeper, four_letter_word, zookeeper_answers
 from tests.brokers import REPO, WireClient, die_with_parent, server_ini
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, skip_or_fail, wait_until
 
 pytestmark = [pytest.mark.zk, pytest.mark.timeout(180)]
 
@@ -196,7 +196,7 @@ def private_zookeeper(data_dir: Path, port: int | None = None) -> Iterator[Local
     try:
         find_zookeeper()
     except Exception as e:  # noqa: BLE001 - same rule as the session fixture (zk_hosts)
-        pytest.skip(str(e))
+        skip_or_fail(str(e))
     server = LocalZooKeeper(data_dir, port=port or free_port(), test_mode=True)
     try:
         server.start()
@@ -531,8 +531,8 @@ def put_and_get(port: int) -> None:
 def test_local_mode_starts_and_stops_its_own_zookeeper(tmp_path):
     try:
         find_zookeeper()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(str(e))
+    except Exception as e:  # noqa: BLE001 - same rule as the session fixture (zk_hosts)
+        skip_or_fail(str(e))
     zk_port = free_port()
     ini = local_ini(tmp_path, zk_port)
     zoo_cfg = str(tmp_path / "zookeeper" / "zoo.cfg").encode()

@@ -31,7 +31,7 @@ from metaq_fast.errors import (
 )
 from metaq_fast.zk.registry import BrokerRegistry, TopicRegistration
 from metaq_fast.zk.server import LocalZooKeeper, find_zookeeper
-from tests.helpers import drop_connection, expire_session, free_port, wait_until
+from tests.helpers import drop_connection, expire_session, free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.zk
 
@@ -143,9 +143,7 @@ def private_zk(tmp_path: Path) -> Iterator[Callable[[], LocalZooKeeper]]:
     try:
         find_zookeeper()
     except ZooKeeperError as e:
-        if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+        skip_or_fail(str(e))
     servers: list[LocalZooKeeper] = []
 
     def make() -> LocalZooKeeper:

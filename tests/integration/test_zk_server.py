@@ -25,7 +25,7 @@ from metaq_fast.zk.server import (
     four_letter_word,
     zookeeper_answers,
 )
-from tests.helpers import drop_connection, expire_session, free_port, wait_until
+from tests.helpers import drop_connection, expire_session, free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.zk
 
@@ -51,9 +51,7 @@ def local_zk(tmp_path: Path) -> Iterator[Callable[..., LocalZooKeeper]]:
     try:
         find_zookeeper()
     except ZooKeeperError as e:
-        if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+        skip_or_fail(str(e))
     servers: list[LocalZooKeeper] = []
 
     def make(name: str = "zk", **kwargs) -> LocalZooKeeper:
@@ -116,7 +114,12 @@ def test_four_letter_word_validates_word():
 # ---- fixtures: chroot, kazoo, expiry -------------------------------------------------------
 
 
+# chroots the tests above test_chroot_is_deleted_after_the_test used, for it to check
+CHROOTS_USED: list[str] = []
+
+
 def test_kazoo_create_and_ephemeral_through_chroot(zk_client, zk_connect, zk_chroot, zk_hosts):
+    CHROOTS_USED.append(zk_chroot)
     assert zk_connect == zk_hosts + zk_chroot
     assert zk_chroot.startswith("/metaq-test-") and len(zk_chroot) == len("/metaq-test-") + 32
     master = paths.broker_master_path("/meta", 0)
@@ -185,6 +188,7 @@ def test_drop_connection_keeps_session_and_ephemerals(zk_client):
 
 
 def test_two_chroots_are_isolated(zk_client, zk_hosts, zk_chroot):
+    CHROOTS_USED.append(zk_chroot)
     other_chroot = f"/metaq-test-other-{os.getpid()}-{id(zk_client):x}"
     admin = KazooClient(hosts=zk_hosts, timeout=5)
     admin.start(timeout=10)
@@ -208,12 +212,14 @@ def test_two_chroots_are_isolated(zk_client, zk_hosts, zk_chroot):
 
 
 def test_chroot_is_deleted_after_the_test(zk_server, zk_admin):
-    # The previous tests' chroots are gone. Only checked on our own server: a shared $ZK_HOSTS
-    # may hold chroots of other runs.
-    if zk_server is None:
-        pytest.skip("ZK_HOSTS is shared; other runs may hold chroots")
-    leftovers = [c for c in zk_admin.get_children("/") if c.startswith("metaq-test-")]
-    assert leftovers == []
+    # The chroots the earlier tests of this module used (both held nodes) are gone. On our own
+    # server no chroot at all is left; a shared $ZK_HOSTS may hold chroots of other runs.
+    if not CHROOTS_USED:
+        skip_or_fail("run with the earlier tests of this module: they record their chroots")
+    children = zk_admin.get_children("/")
+    assert [c for c in CHROOTS_USED if c.lstrip("/") in children] == []
+    if zk_server is not None:
+        assert [c for c in children if c.startswith("metaq-test-")] == []
 
 
 # ---- LocalZooKeeper lifecycle --------------------------------------------------------------

@@ -24,6 +24,8 @@ from metaq_fast.config import (
 )
 from metaq_fast.errors import ConfigError, InvalidNameError
 
+from tests.helpers import skip_or_fail
+
 REFERENCE_DIR = Path("/work/shared/reference/metaq-ini")
 REPO_DIR = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
@@ -32,7 +34,7 @@ HOUR_MS = 3_600_000
 def reference(name: str) -> Path:
     path = REFERENCE_DIR / name
     if not path.is_file():
-        pytest.skip(f"MetaQ reference ini files not available ({path} missing)")
+        skip_or_fail(f"MetaQ reference ini files not available ({path} missing)")
     return path
 
 
