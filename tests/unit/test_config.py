@@ -26,8 +26,8 @@ from metaq_fast.errors import ConfigError, InvalidNameError
 
 from tests.helpers import skip_or_fail
 
-REFERENCE_DIR = Path("/work/shared/reference/metaq-ini")
 REPO_DIR = Path(__file__).resolve().parents[2]
+REFERENCE_DIR = REPO_DIR / "tests" / "data" / "metaq-ini"  # MetaQ's own files, byte for byte
 HOUR_MS = 3_600_000
 
 
