@@ -14,7 +14,8 @@ Every put gets an answer whatever storing it raised (``_puts`` guards each batch
 detail come from ``StorageFaults`` (storage_faults.py), which also logs a partition's failures
 once per change of state and counts them.
 
-Error bodies and codes are MetaQ's (reference sections 2 and 3).
+Error bodies and codes are MetaQ's (reference sections 2 and 3), but a refused get names the
+get, not a put, and at a damaged record where the next record starts (protocol/get_errors.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from ..protocol import (
     encode_values_header,
     parse_putm_ok,
 )
+from ..protocol.get_errors import get_failure_body
 from ..storage import NotRecordBoundaryError
 from .closed import ClosedPartitions
 from .counters import CounterRow
@@ -73,6 +75,7 @@ PUT_RECORD_OVERHEAD = 24  # bytes a put adds to a batch: its record header and p
 VERSION = f"metaq_fast-{__version__}"
 # Gecko's answer for a command type with no processor (reference section 1 item 9).
 NO_PROCESSOR = "未注册请求处理器，请求处理器类为com.taobao.metamorphosis.network.{}"
+READ_FAILURES_LOGGED_MAX = 1024  # distinct failed reads remembered so each is logged once
 
 
 class Handler:
@@ -86,6 +89,7 @@ class Handler:
         self.stats = stats
         self.closed = closed_partitions if closed_partitions is not None else ClosedPartitions()
         self.faults = StorageFaults(counters, self.closed)
+        self._read_failures_logged: set[tuple] = set()
         flusher.on_failure = self.faults.partition_failed  # a failed flush takes it offline
         self._dispatch = {
             GetCommand: self._get,
@@ -514,10 +518,21 @@ class Handler:
             out.write(encode_result(NOT_FOUND, f"Could not find message at position {offset}"
                                     .encode("utf-8"), cmd.opaque))
 
-    def _read_failed(self, out, cmd, exc: Exception) -> None:
-        log.error("get %s-%d at %d failed: %s", cmd.topic, cmd.partition, cmd.offset, exc)
-        text = self._error_prefix(cmd.topic, cmd.partition) + f"Detail:{exc}"
-        out.write(encode_result(INTERNAL_SERVER_ERROR, text.encode("utf-8"), cmd.opaque))
+    def _read_failed(self, out, cmd, view, exc: Exception) -> None:
+        """A get or getm the storage refused (500): the body names the get (get_errors.py)
+        and, at a damaged record, where the next record starts. Logged once per partition,
+        offset and reason: a consumer retries the same offset until it gives up or skips."""
+        key = (cmd.topic, cmd.partition, cmd.offset, str(exc))
+        if key not in self._read_failures_logged:
+            if len(self._read_failures_logged) >= READ_FAILURES_LOGGED_MAX:
+                self._read_failures_logged.clear()
+            self._read_failures_logged.add(key)
+            log.error("get %s-%d at %d failed: %s", cmd.topic, cmd.partition, cmd.offset, exc)
+        after = None
+        if isinstance(exc, errors.CorruptRecordError):
+            after = record_after(view, cmd.offset)
+        body = get_failure_body(self.broker_url, cmd.topic, cmd.partition, str(exc), after)
+        out.write(encode_result(INTERNAL_SERVER_ERROR, body, cmd.opaque))
 
     def _get(self, out, cmd: GetCommand) -> None:
         view = self._read_checks(out, cmd)
@@ -529,7 +544,7 @@ class Handler:
             self._out_of_range(out, cmd, view, exc)
             return
         except errors.MetaqError as exc:
-            self._read_failed(out, cmd, exc)
+            self._read_failed(out, cmd, view, exc)
             return
         self.counters.add(CounterRow.GET_BYTES, part.length)
         out.write_many((encode_value_header(part.length, cmd.opaque), memoryview(part.view)))
@@ -549,7 +564,7 @@ class Handler:
             out.write(encode_result(MOVED, str(exc.record_offset).encode(), cmd.opaque))
             return
         except errors.MetaqError as exc:
-            self._read_failed(out, cmd, exc)
+            self._read_failed(out, cmd, view, exc)
             return
         count = len(part.lengths)
         if count == 0:
@@ -595,3 +610,38 @@ class Handler:
     def _admin(self, out, cmd: AdminCommand) -> None:
         code, body = self.stats.admin(cmd.verb, cmd.args)
         out.write(encode_result(code, body, cmd.opaque))
+
+
+def record_after(view, offset: int) -> int | None:
+    """Start of the record after the one starting at ``offset`` (a damaged one), from the
+    record index alone: ``read_records(probe, 1)`` says a probe inside that record belongs to
+    ``offset`` and answers any probe at or past the next record otherwise (a boundary, another
+    record's start, or past the end). Exponential then binary search over that predicate:
+    about 2 * log2(record size) index look-ups, no record bytes read. None if the index cannot
+    tell (a segment whose length chain is broken too)."""
+
+    def past(probe: int) -> bool:
+        try:
+            view.read_records(probe, 1)
+        except NotRecordBoundaryError as exc:
+            return exc.record_offset != offset
+        except errors.OffsetOutOfRangeError:
+            return True
+        return True
+
+    try:
+        step = 1
+        while not past(offset + step):
+            step *= 2
+            if step > 1 << 40:
+                return None
+        lo, hi = offset + step // 2 + 1, offset + step  # past(hi); not past(lo - 1)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if past(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+    except errors.MetaqError:
+        return None

@@ -1,7 +1,7 @@
 """Consumer groups: MetaQ's ZooKeeper protocol, a fetcher, and at-least-once delivery.
 
-Imports: stdlib, kazoo, numpy, metaq_fast.message / protocol / errors, zk (cluster view, paths,
-session), client (connection, balance).
+Imports: stdlib, kazoo, metaq_fast.protocol / errors / names, zk (cluster view, paths, session),
+client (connection, balance, offsets, records: the record and batch types live there).
 
     consumer = Consumer("127.0.0.1:2181", group="billing", topics=["orders"])
     for batch in consumer.poll(timeout_s=1.0):       # per-partition MessageBatch objects
@@ -20,8 +20,9 @@ Group protocol (reference sections 8.1-8.5, so our consumers and MetaQ's can sha
   ``owners`` node is deleted; partitions it gets are claimed with an ephemeral ``owners`` node.
   A node still held by another consumer (it has not released yet) makes the claim wait and retry
   (bounded back-off) until it is free: a partition never has two owners in a group;
-* a claimed partition starts at its committed ``offsets`` node (``<msgId>-<offset>``), else at the
-  earliest (or latest) offset.
+* a claimed partition starts at its committed ``offsets`` node (``<msgId>-<offset>``), else (no
+  node, or one that does not hold an offset: logged once, client/offsets.py) at the earliest (or
+  latest) offset.
 
 States of the coordinator (kazoo partitioner style): JOINING -> BALANCED <-> REBALANCING; on
 SUSPENDED it claims nothing new; on LOST (session expired) it stops fetching everything at once
@@ -31,6 +32,15 @@ Delivery: ``poll`` returns what was fetched; those records count as consumed whe
 called again (or ``commit``/``close``), and only consumed positions are committed (every
 ``commit_interval_ms``, before a partition is released, and on close). A crash therefore
 redelivers at most what was polled since the last commit: at-least-once.
+
+Failed fetches back off (up to ``max_fetch_delay_ms``). ``max_fetch_failures`` failures in a row
+at one offset (a damaged record the broker refuses to serve, an answer that fails its checksum)
+are reported to the application once: ``on_error(PartitionStuckError)`` if given, else
+``poll`` (and so iteration and ``run``) raises it, after the batches fetched before it. With
+``skip_corrupt=True`` the consumer then goes on at the next record, where the broker says it
+starts (protocol/get_errors.py), counted in ``skipped_records``; the skip counts as consumed
+once the error has been reported and ``poll`` is called again. Without it, the partition stays
+at that offset, retrying with back-off.
 """
 
 from __future__ import annotations
@@ -43,10 +53,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
-import numpy as np
-import xxhash
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.protocol.states import KazooState
 
@@ -57,86 +64,24 @@ from ..errors import (
     MetaqError,
     ZooKeeperError,
 )
-from ..message import MessageSet
 from ..names import validate_group_name, validate_topic_name
-from ..protocol import ResultReply, ValueReply, ValuesReply
+from ..protocol import ResultReply, ValueReply
+from ..protocol.get_errors import next_record_offset
 from ..zk import paths
 from ..zk.cluster import ClusterView
 from ..zk.session import open_client
 from . import balance
 from .connection import ConnectionPool, next_opaque
+from .offsets import OffsetReader
+from .records import (ConsumerRecord, MessageBatch, PartitionState, PartitionStuckError,
+                      before_damage, decode_answer)
+
+__all__ = ["Consumer", "ConsumerRecord", "MessageBatch", "PartitionStuckError"]
 
 log = logging.getLogger(__name__)
 
 LONG_MAX = 2**63 - 1
 FETCH_BYTES_MAX = 2 * 1024 * 1024  # MetaQ clients refuse records above 2 MiB anyway
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerRecord:
-    topic: str
-    partition: str  # "<brokerId>-<partition>"
-    offset: int
-    msg_id: int
-    attribute: str | None
-    value: bytes
-
-
-class MessageBatch:
-    """Records fetched from one partition in one answer: arrays plus lazy per-record access."""
-
-    __slots__ = ("topic", "partition", "messages")
-
-    def __init__(self, topic: str, partition: str, messages: MessageSet):
-        self.topic = topic
-        self.partition = partition
-        self.messages = messages
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return self.messages.offsets
-
-    @property
-    def msg_ids(self) -> np.ndarray:
-        return self.messages.msg_ids
-
-    @property
-    def next_offset(self) -> int:
-        return self.messages.next_offset
-
-    def payloads(self) -> list[bytes]:
-        return self.messages.payloads()
-
-    def __iter__(self):
-        for m in self.messages:
-            yield ConsumerRecord(self.topic, self.partition, m.offset, m.msg_id, m.attribute, m.payload)
-
-
-class _PartitionState:
-    """One owned partition: where fetching is, what was delivered, what was committed."""
-
-    __slots__ = ("topic", "name", "broker_id", "number", "fetch_offset", "delivered",
-                 "delivered_id", "consumed", "consumed_id", "committed", "max_bytes",
-                 "delay_s", "in_flight", "active", "generation")
-
-    def __init__(self, topic: str, name: str, offset: int, msg_id: int, max_bytes: int):
-        self.topic = topic
-        self.name = name
-        self.broker_id, self.number = paths.parse_partition_string(name)
-        self.fetch_offset = offset  # next offset to ask the broker for
-        self.delivered = offset  # position after the records handed to the application
-        self.delivered_id = msg_id
-        self.consumed = offset  # position after the records the application is done with
-        self.consumed_id = msg_id
-        self.committed = offset
-        self.max_bytes = max_bytes
-        self.delay_s = 0.0
-        self.in_flight = False
-        self.active = True
-        self.generation = 0
 
 
 class Consumer:
@@ -147,10 +92,13 @@ class Consumer:
                  fetch_timeout_s: float = 10.0, check_crcs: bool = True,
                  queued_batches_max: int = 64, rebalance_backoff_ms: float = 200.0,
                  zk_timeout_s: float = 10.0, zk_session_timeout_s: float = 30.0,
-                 strategy: str = "DEFAULT"):
+                 strategy: str = "DEFAULT", max_fetch_failures: int = 5, on_error=None,
+                 skip_corrupt: bool = False):
         validate_group_name(group)
         if auto_offset_reset not in ("earliest", "latest"):
             raise InvalidArgumentError("auto_offset_reset must be 'earliest' or 'latest'")
+        if not isinstance(max_fetch_failures, int) or max_fetch_failures < 1:
+            raise InvalidArgumentError("max_fetch_failures must be an int >= 1")
         self.group = group
         self.root = paths.normalize_root(zk_root)
         id_part = consumer_id or f"{_local_ip()}-{os.getpid()}-{uuid.uuid4()}"
@@ -162,6 +110,9 @@ class Consumer:
         self.fetch_timeout_s = fetch_timeout_s
         self.check_crcs = check_crcs
         self.rebalance_backoff_s = rebalance_backoff_ms / 1000.0
+        self.max_fetch_failures = max_fetch_failures
+        self.on_error = on_error
+        self.skip_corrupt = skip_corrupt
         self.assign_strategy = balance.strategy(strategy)
         self._own_zk = zk_client is None
         if zk_client is None:
@@ -171,16 +122,17 @@ class Consumer:
                                     session_timeout_s=zk_session_timeout_s)
         self.zk = zk_client
         self.cluster = ClusterView(zk_client, self.root)
+        self._offsets = OffsetReader(zk_client, self.start_offset, auto_offset_reset)
         self.pool = ConnectionPool()
         self.topics: list[str] = []
         self._lock = threading.RLock()
-        self._owned: dict[tuple[str, str], _PartitionState] = {}
+        self._owned: dict[tuple[str, str], PartitionState] = {}
         # Unbounded so that a connection's reader thread never blocks on it; fetches are not
         # started while queued_batches_max batches wait, and each partition has at most one
         # fetch in flight, so it holds at most that plus one batch per partition.
         self._queued_batches_max = max(1, queued_batches_max)
         self._fetched: queue.Queue = queue.Queue()
-        self._polled: list[tuple[_PartitionState, int, int, int]] = []  # awaiting "consumed"
+        self._polled: list[tuple[PartitionState, int, int, int]] = []  # awaiting "consumed"
         self._events: queue.Queue = queue.Queue()
         self._schedule: list = []  # heap (due_s, seq, state)
         self._schedule_cond = threading.Condition(self._lock)
@@ -190,6 +142,8 @@ class Consumer:
         self._iter_batch = None
         self.rebalances = 0
         self.fetch_timeouts = 0  # fetches given up because the broker did not answer in time
+        self.skipped_records = 0  # damaged records skipped (skip_corrupt=True)
+        self._errors: list[Exception] = []  # for poll to raise, one per call
         self._unwatch = []
         self._session_lost = threading.Event()
         self._registered = False
@@ -362,20 +316,23 @@ class Consumer:
                 return False
             if data != me:
                 return False  # still owned by another consumer: try again shortly
-        offset, msg_id = self._load_offset(topic, name)
-        state = _PartitionState(topic, name, offset, msg_id, self.fetch_bytes)
+        # The offset is read once we own the partition (the previous owner commits before it
+        # lets go); a bad node reads as no offset. If reading fails all the same (ZooKeeper),
+        # the claim is given back so that no partition stays owned and unfetched.
+        try:
+            offset, msg_id = self._offsets.load(
+                paths.offset_path(self.root, self.group, topic, name))
+        except BaseException:
+            try:
+                self.zk.delete(path)
+            except KazooException:
+                pass  # ephemeral: it goes with the session at worst
+            raise
+        state = PartitionState(topic, name, offset, msg_id, self.fetch_bytes)
         with self._lock:
             self._owned[(topic, name)] = state
         self._schedule_fetch(state, 0.0)
         return True
-
-    def _load_offset(self, topic: str, name: str) -> tuple[int, int]:
-        try:
-            data, _ = self.zk.get(paths.offset_path(self.root, self.group, topic, name))
-            msg_id, offset = paths.parse_offset(data)
-            return offset, msg_id
-        except NoNodeError:
-            return self.start_offset, -1
 
     def _release(self, topic: str, name: str) -> None:
         with self._lock:
@@ -409,7 +366,7 @@ class Consumer:
 
     # ---- fetching ---------------------------------------------------------------------------
 
-    def _schedule_fetch(self, state: _PartitionState, delay_s: float) -> None:
+    def _schedule_fetch(self, state: PartitionState, delay_s: float) -> None:
         with self._schedule_cond:
             self._seq += 1
             heapq.heappush(self._schedule, (time.monotonic() + delay_s, self._seq, state))
@@ -461,7 +418,7 @@ class Consumer:
                 if state.active and not state.in_flight:
                     self._fetch(state)
 
-    def _fetch(self, state: _PartitionState) -> None:
+    def _fetch(self, state: PartitionState) -> None:
         if self._fetched.qsize() >= self._queued_batches_max:  # the application is behind
             self._schedule_fetch(state, 0.01)
             return
@@ -487,14 +444,14 @@ class Consumer:
         future = conn.submit(opaque, request)
         future.add_done_callback(lambda f: self._on_fetched(state, offset, f, opaque))
 
-    def _back_off(self, state: _PartitionState, why: str | None = None) -> None:
+    def _back_off(self, state: PartitionState, why: str | None = None) -> None:
         step = self.max_delay_s / 10
         state.delay_s = min(state.delay_s + step, self.max_delay_s)
         if why:
             log.debug("fetch %s:%s backs off %.2f s: %s", state.topic, state.name, state.delay_s, why)
         self._schedule_fetch(state, state.delay_s)
 
-    def _on_fetched(self, state: _PartitionState, offset: int, future, opaque: int) -> None:
+    def _on_fetched(self, state: PartitionState, offset: int, future, opaque: int) -> None:
         with self._schedule_cond:
             self._deadlines.pop(opaque, None)
         state.in_flight = False
@@ -507,7 +464,7 @@ class Consumer:
                           state.name, offset)
             self._back_off(state)
 
-    def _take_fetched(self, state: _PartitionState, offset: int, future) -> None:
+    def _take_fetched(self, state: PartitionState, offset: int, future) -> None:
         try:
             reply = future.result()
         except MetaqError as exc:
@@ -526,27 +483,17 @@ class Consumer:
             elif reply.code == 400 and b"more than maxSize" in body and state.max_bytes < FETCH_BYTES_MAX:
                 state.max_bytes = min(state.max_bytes * 2, FETCH_BYTES_MAX)
                 self._schedule_fetch(state, 0.0)
-            else:
-                log.warning("fetch %s:%s at %d: broker answered %d %s", state.topic, state.name,
-                            offset, reply.code, body[:200].decode("utf-8", "replace"))
-                self._back_off(state)
+            else:  # a refused get (500 at a damaged record): it may say where the next one is
+                self._failed(state, offset, f"broker answered {reply.code} "
+                             f"{body[:500].decode('utf-8', 'replace')}", next_record_offset(body))
             return
         try:
-            if isinstance(reply, ValuesReply):
-                # One xxh3 over the answer vouches for it from the broker's storage to here;
-                # per-record CRCs only when asked for (check_crcs="records").
-                if self.check_crcs and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
-                    raise CorruptRecordError(f"{state.topic}-{state.name}", offset,
-                                             "answer does not match its xxh3 checksum")
-                decoded = MessageSet.decode_with_lengths(reply.data, reply.record_lengths(), offset,
-                                                         verify=self.check_crcs == "records")
-            else:
-                decoded = MessageSet.decode(reply.data, offset, verify=self.check_crcs)
-        except CorruptRecordError as exc:
-            log.error("fetch %s:%s at %d: %s; asking the broker where to go on", state.topic,
-                      state.name, offset, exc)
-            self._back_off(state)
-            return
+            decoded = decode_answer(reply, offset, self.check_crcs)
+        except CorruptRecordError as exc:  # the good records before the damage, if any
+            decoded, skip_to = before_damage(reply, offset, exc, self.check_crcs)
+            if decoded is None:
+                self._failed(state, offset, str(exc), skip_to)
+                return
         if not len(decoded):
             if isinstance(reply, ValueReply) and len(reply.data) and state.max_bytes < FETCH_BYTES_MAX:
                 state.max_bytes = min(state.max_bytes * 2, FETCH_BYTES_MAX)  # record > maxSize
@@ -555,9 +502,40 @@ class Consumer:
                 self._back_off(state)
             return
         state.delay_s = 0.0
+        state.fail_count = 0
         state.fetch_offset = decoded.next_offset
         self._fetched.put((state, state.generation, MessageBatch(state.topic, state.name, decoded)))
         self._schedule_fetch(state, 0.0)
+
+    def _failed(self, state: PartitionState, offset: int, reason: str, skip_to: int | None) -> None:
+        """A fetch at ``offset`` that failed for a reason retrying may not cure. Logged on the
+        first failure at an offset; after ``max_fetch_failures`` in a row, reported once to the
+        application and, with ``skip_corrupt`` and a known next record, skipped."""
+        if state.fail_offset != offset or state.fail_count == 0:
+            state.fail_offset, state.fail_count = offset, 0
+            log.warning("fetch %s:%s at %d failed (retrying with back-off): %s", state.topic,
+                        state.name, offset, reason)
+        state.fail_count += 1
+        if state.fail_count != self.max_fetch_failures:
+            self._back_off(state, reason)
+            return
+        why_not = None
+        if not self.skip_corrupt:
+            why_not = "skip_corrupt is off"
+        elif skip_to is None or skip_to <= offset:
+            why_not = "where the next record starts is not known"
+        go_on = skip_to if why_not is None else None
+        error = PartitionStuckError(state.topic, state.name, offset, reason, state.fail_count,
+                                    go_on, why_not)
+        log.error("%s", error)
+        self._fetched.put((state, state.generation, error))  # after the batches before it
+        if go_on is None:
+            self._back_off(state)
+            return
+        self.skipped_records += 1
+        state.fetch_offset = go_on
+        state.fail_count = 0
+        self._schedule_fetch(state, state.delay_s)  # the back-off reached so far stays
 
     # ---- the application's side ------------------------------------------------------------
 
@@ -573,6 +551,8 @@ class Consumer:
         """Fetched batches (at most ``max_batches``), waiting up to ``timeout_s`` for the first.
         The batches of the previous poll count as consumed from now on."""
         self._mark_consumed()
+        if self._errors:  # reported after the batches of the previous poll
+            raise self._errors.pop(0)
         out = []
         try:
             item = self._fetched.get(timeout=timeout_s)
@@ -580,12 +560,20 @@ class Consumer:
             return out
         while True:
             state, _gen, batch = item
-            with self._lock:
-                if state.active and batch.offsets[0] == state.delivered:
-                    state.delivered = batch.next_offset
-                    state.delivered_id = int(batch.msg_ids[-1])
-                    self._polled.append((state, 0, batch.next_offset, state.delivered_id))
-                    out.append(batch)
+            if isinstance(batch, PartitionStuckError):
+                error = self._stuck(state, batch)
+                if error is not None and not out:
+                    raise error
+                if error is not None:  # the batches before it first
+                    self._errors.append(error)
+                    break
+            else:
+                with self._lock:
+                    if state.active and batch.offsets[0] == state.delivered:
+                        state.delivered = batch.next_offset
+                        state.delivered_id = int(batch.msg_ids[-1])
+                        self._polled.append((state, 0, batch.next_offset, state.delivered_id))
+                        out.append(batch)
             if len(out) >= max_batches:
                 break
             try:
@@ -593,6 +581,24 @@ class Consumer:
             except queue.Empty:
                 break
         return out
+
+    def _stuck(self, state: PartitionState, error: PartitionStuckError) -> Exception | None:
+        """An error item of the fetched queue, taken in order: a skip moves what was delivered
+        past the damaged record (consumed at the next poll, as a batch would be). The error goes
+        to ``on_error``; without one (or if it raises) it is returned for poll to raise."""
+        with self._lock:
+            if not state.active:
+                return None
+            if error.skip_to is not None and state.delivered == error.offset:
+                state.delivered = error.skip_to
+                self._polled.append((state, 0, error.skip_to, state.delivered_id))
+        if self.on_error is None:
+            return error
+        try:
+            self.on_error(error)
+        except Exception as exc:  # noqa: BLE001 - the application's own: raised by poll
+            return exc
+        return None
 
     def __iter__(self):
         """Records one at a time, forever (until ``close``); each counts as consumed when the
@@ -616,7 +622,7 @@ class Consumer:
 
     # ---- offsets --------------------------------------------------------------------------
 
-    def _commit_state(self, state: _PartitionState) -> None:
+    def _commit_state(self, state: PartitionState) -> None:
         if state.consumed == state.committed:
             return
         path = paths.offset_path(self.root, self.group, state.topic, state.name)
