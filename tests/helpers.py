@@ -11,6 +11,8 @@ import os
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -147,3 +149,23 @@ def drop_connection(client: Any, timeout_s: float = 10.0) -> None:
             f"client did not go SUSPENDED -> CONNECTED within {timeout_s:g} s "
             f"(suspended={suspended.is_set()})"
         )
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of a GET to a dashboard on loopback; HTTP errors are answers too."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a dashboard's ``/metrics``: (name, frozenset of labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = http_get(port, "/metrics")
+    assert status == 200, (status, body[:200])
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples}

@@ -19,13 +19,11 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from metaq_fast import message
 from metaq_fast.errors import StorageError
@@ -34,7 +32,7 @@ from metaq_fast.protocol import ResultReply, ValueReply
 from metaq_fast.storage import FlushPolicy, MessageIdAllocator, PartitionLog
 
 from tests.brokers import WireClient
-from tests.helpers import skip_or_fail
+from tests.helpers import scrape, skip_or_fail
 
 FS_BYTES = 40 * 1024 * 1024
 BALLAST_BYTES = 26 * 1024 * 1024  # leaves ~14 MB: three 4 MiB segments and their sidecars
@@ -76,13 +74,6 @@ def payload(i: int) -> bytes:
 
 def log_lines(broker, text: str) -> list[str]:
     return [line for line in broker.log_text().splitlines() if text in line]
-
-
-def scrape(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        body = answer.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body) for s in family.samples}
 
 
 def storage_stats(client: WireClient) -> dict[str, str]:

@@ -14,19 +14,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from metaq_fast.message import MessageSet
 from metaq_fast.protocol import ResultReply, ValueReply
 
 from tests.brokers import WireClient
-from tests.helpers import skip_or_fail, wait_until
+from tests.helpers import http_get, scrape, skip_or_fail, wait_until
 
 SHIM_SOURCE = r"""
 #define _GNU_SOURCE
@@ -102,22 +99,6 @@ def fsync_shim(tmp_path_factory) -> Path:
 
 def put(partition: int, opaque: int, data: bytes) -> bytes:
     return b"put test %d %d 0 -1 %d\r\n" % (partition, len(data), opaque) + data
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def scrape(port: int) -> dict:
-    status, body = http_get(port, "/metrics")
-    assert status == 200
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples}
 
 
 def part(partition: int) -> frozenset:

@@ -14,17 +14,14 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from metaq_fast.protocol import ResultReply, ValueReply
 
 from tests.brokers import REPO, WireClient
-from tests.helpers import free_port, skip_or_fail, wait_until
+from tests.helpers import free_port, http_get, scrape, skip_or_fail, wait_until
 
 LONG_MAX = 2**63 - 1
 PAYLOAD = b"0123456789"  # 10 bytes: every record is 30 bytes
@@ -89,24 +86,6 @@ def admin_json(*args: str):
     done = admin("--json", *args)
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     return json.loads(done.stdout)
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    status, body = http_get(port, "/metrics")
-    assert status == 200
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
 
 
 def part(topic: str, partition: int) -> frozenset:
