@@ -17,6 +17,9 @@ The block lives in shared memory the supervisor creates before forking: a genera
 a JSON object ``{"closed": [[topic, partition]...], "offline": [[topic, partition, reason,
 since_s]...]}``. Readers compare the generation (one 8-byte read per request) and re-read the
 JSON only when it changed; writers serialise with an ``fcntl`` lock on the block's descriptor.
+The generation is a sequence lock: a writer makes it odd before it writes the JSON and even
+after, and a reader keeps what it copied only if the generation was the same even number before
+and after the copy (readers run in other processes, without the lock).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import struct
 import time
 
 BLOCK_BYTES = 256 * 1024
+READ_TRIES = 10_000  # a write takes microseconds; a reader gives up only on a stuck writer
 _HEADER = struct.Struct("<QI")  # generation, JSON length
 
 
@@ -42,15 +46,22 @@ class ClosedPartitions:
         self._offline: dict[tuple[str, int], tuple[str, float]] = {}
 
     def _load(self) -> frozenset[tuple[str, int]]:
-        generation, length = _HEADER.unpack_from(self._map, 0)
-        if generation != self._seen:
+        for _ in range(READ_TRIES):
+            generation, length = _HEADER.unpack_from(self._map, 0)
+            if generation == self._seen:
+                return self._set
+            if generation % 2:
+                continue  # a writer is at work
             raw = bytes(self._map[_HEADER.size : _HEADER.size + length]) if length else b"{}"
+            if _HEADER.unpack_from(self._map, 0)[0] != generation:
+                continue  # written meanwhile: the copy may be torn
             state = json.loads(raw)
             self._set = frozenset((t, p) for t, p in state.get("closed", ()))
             self._offline = {(t, p): (reason, since_s)
                              for t, p, reason, since_s in state.get("offline", ())}
             self._seen = generation
-        return self._set
+            return self._set
+        return self._set  # a writer held it all along: the last view, until the next request
 
     def _changed(self) -> bool:
         """False while nothing was ever written (the common case: one 8-byte read)."""
@@ -75,9 +86,11 @@ class ClosedPartitions:
                                           in sorted(offline.items())]}).encode("utf-8")
             if _HEADER.size + len(raw) > BLOCK_BYTES:
                 raise ValueError("too many closed or offline partitions")
-            generation = _HEADER.unpack_from(self._map, 0)[0] + 1
+            generation, length = _HEADER.unpack_from(self._map, 0)
+            generation += generation % 2  # odd: a writer died mid-write; its JSON is replaced
+            _HEADER.pack_into(self._map, 0, generation + 1, length)  # odd: being written
             self._map[_HEADER.size : _HEADER.size + len(raw)] = raw
-            _HEADER.pack_into(self._map, 0, generation, len(raw))
+            _HEADER.pack_into(self._map, 0, generation + 2, len(raw))
             return len(current) + len(offline) - before
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -91,7 +91,10 @@ class Flusher:
         if key in self._running:
             self._again.add(key)
             return
-        if self.closed or partition_log.failed is not None:
+        if self.closed:
+            return
+        if partition_log.failed is not None:  # failed outside a flush (a seal, a directory
+            self._failed(key, partition_log, None)  # sync): its waiters must hear it too
             return
         self._running[key] = partition_log
         future = self.loop.run_in_executor(self.executor, _flush, partition_log)

@@ -167,8 +167,9 @@ class Handler:
                 f"[partition '{topic}-{partition}'] failed.")
 
     def _failure(self, topic: str, partition: int, opaque: int, code: int,
-                 detail: str | None) -> bytes:
-        self.counters.add_for(topic, partition, CounterRow.PUT_FAILED)
+                 detail: str | None, count: bool = True) -> bytes:
+        if count:
+            self.counters.add_for(topic, partition, CounterRow.PUT_FAILED)
         text = self._error_prefix(topic, partition)
         if detail is not None:
             text += "Detail:" + detail
@@ -201,12 +202,12 @@ class Handler:
         the owner's single answer is turned back into one MetaQ reply per put. Decoding and
         appending then run on two cores.
         """
-        if partition == -1:
-            partition = self._choose_partition(topic)
-            self.counters.attribute(topic, partition)
         if not counted and not getattr(out, "from_worker", False):
             self.counters.add(CounterRow.CMD_PUT, len(opaques))
         try:
+            if partition == -1:
+                partition = self._choose_partition(topic)
+                self.counters.attribute(topic, partition)
             self._put_batch(out, topic, partition, datas, flags, checksums, opaques, tx_keys)
         except Exception as exc:  # nothing was answered yet: every put gets its answer
             code, detail = self.faults.refusal(topic, partition, exc, len(opaques))
@@ -273,8 +274,10 @@ class Handler:
                                 result.msg_ids, result.offsets)
 
         def unflushed(exc) -> bytes:
+            # the refused puts of the batch were counted with ``replies``; the stored ones fail now
+            self.counters.add_for(topic, partition, CounterRow.PUT_FAILED, len(kept[0]))
             return self._replies(topic, partition, opaques, tx_keys, lengths, ok, too_big, None,
-                                 None, self.faults.unflushed(topic, partition, exc))
+                                 None, self.faults.unflushed(topic, partition, exc), count=False)
 
         self._reply_after_durable(out, log_, result.end_offset, replies, unflushed)
 
@@ -364,7 +367,7 @@ class Handler:
         out.forward(owner, request, 1, fail, convert, extra=(index, memoryview(records)))
 
     def _replies(self, topic, partition, opaques, tx_keys, lengths, ok, too_big, ids,
-                 offsets, failed: tuple[int, str] | None = None) -> bytes:
+                 offsets, failed: tuple[int, str] | None = None, count: bool = True) -> bytes:
         """One reply per put, in order: accepted ones with their id and offset (``ids`` and
         ``offsets`` hold the accepted puts only; None: storing them failed, with ``failed``'s
         code and detail), refused ones with MetaQ's error text."""
@@ -391,7 +394,7 @@ class Handler:
             else:
                 code, detail = INTERNAL_SERVER_ERROR, (
                     "Checksum failure,message may be corrupted when transfering on networking.")
-            replies.append(self._failure(topic, partition, opaque, code, detail))
+            replies.append(self._failure(topic, partition, opaque, code, detail, count))
         return b"".join(replies)
 
     def _unavailable(self, topic: str, partition: int, opaques) -> bytes:

@@ -1,15 +1,17 @@
 """What a partition's writer does when the disk fails it: the offline error, segment files that
 are created whole or not at all, and undoing an append that failed half-way.
 
-Imports: metaq_fast.errors and the storage helpers (files, mapped, segment) only.
+Imports: stdlib (logging), metaq_fast.errors and the storage helpers (files, mapped, segment).
 
 A full disk must leave a log able to go on once space frees: nothing half-created on disk, no
 descriptor left open per failed attempt, no index entry of a batch that was not stored. A failed
-flush is another matter: it fails the log for good (``PartitionOfflineError``, see log.py).
+flush is another matter: it fails the log for good (``PartitionOfflineError``, see log.py),
+and the next open deals with what lay after the last good flush (``recover_after_failed_flush``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from ..errors import SERVICE_UNAVAILABLE, StorageError
 from . import files
 from .mapped import allocate, search
 from .segment import Segment
+
+log = logging.getLogger(__name__)
 
 SIDECAR_RESERVE_BYTES = 64 * 1024  # first blocks of each new sidecar table, reserved up front
 
@@ -70,3 +74,33 @@ def drop_unfinished_entries(segment: Segment) -> None:
     entries it published at or past the segment's end: the next append reuses that room."""
     index = segment.index
     index.set_count(search(index.position_array(), segment.size))
+
+
+def release_without_seal(segments) -> None:
+    """Close a failed log's segments without flushing or cutting them (no flush may succeed
+    after a failed one: the recovery point stays at the last good flush)."""
+    for segment in segments:
+        if segment is not None:
+            segment.closed_for_append = True  # close() then skips the seal
+            segment.close()
+
+
+def recover_after_failed_flush(segment: Segment, trusted: int, group_commit: bool) -> None:
+    """The last run of this log failed a flush (partition.state says so), and Linux may have
+    kept the pages it could not write in its cache, clean, as if written. What lies after the
+    recovery point (``trusted`` bytes into the last segment, which holds it) and passed recovery
+    is therefore either dropped, in group commit (no put there was acknowledged: its waiters got
+    500, so a retry by the producer must not find a copy), or written again through the mapping
+    so that the open's flush really writes it (acknowledged puts of ``unflushThreshold > 0``)."""
+    tail = segment.size - trusted
+    if tail <= 0:
+        return
+    if group_commit:
+        segment.cut_back(trusted)
+        log.warning("%s: a flush failed in the last run; dropped the %d bytes after its recovery "
+                    "point (never acknowledged)", segment.path, tail)
+    else:
+        segment.rewrite(trusted, segment.size)
+        log.warning("%s: a flush failed in the last run; writing the %d bytes after its recovery "
+                    "point again", segment.path, tail)
+

@@ -14,11 +14,14 @@ Layout under ``dataPath`` (MetaQ's, plus our sidecars which MetaQ ignores)::
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from ..errors import InvalidArgumentError, InvalidNameError
+from ..errors import InvalidArgumentError, InvalidNameError, SegmentGapError
 from ..names import validate_topic_name
+
+log = logging.getLogger(__name__)
 
 DATA_SUFFIX = ".meta"
 INDEX_SUFFIX = ".idx"
@@ -115,3 +118,21 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_contiguous(directory: Path, starts: list[int]) -> None:
+    """Segments must touch (MetaQ refuses to start otherwise). A segment longer than the gap to
+    the next is the remains of an interrupted roll and is cut back."""
+    for start, next_start in zip(starts, starts[1:]):
+        path = data_file(directory, start)
+        size = path.stat().st_size
+        expected = next_start - start
+        if size > expected:
+            log.warning("%s is %d bytes, %d expected before the next segment: cutting the "
+                        "remains of an interrupted roll", path, size, expected)
+            os.truncate(path, expected)
+        elif size < expected:
+            raise SegmentGapError(
+                f"The following segments don't validate: {path}, "
+                f"{data_file(directory, next_start)} ({size} bytes, {expected} expected)"
+            )

@@ -24,8 +24,10 @@ Acknowledgement promises (what the broker may say once ``append`` has returned):
 
 A failed fdatasync or seal *fails* the log for good (Linux may drop the pages it could not write
 and report success to the next fsync): no more flushes, appends refused (``PartitionOfflineError``),
-closed without moving the recovery point, so the next open re-validates all after the last good
-flush. A full disk only fails the append that found it (``StorageError``, the log unchanged).
+closed without moving the recovery point, and ``flush_failed`` set in partition.state, so the
+next open deals with all after the last good flush (storage/faults.py): in group commit nothing
+there was acknowledged and it is dropped; otherwise it is written again and flushed before the
+log takes appends. A full disk only fails the append that found it (``StorageError``).
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ from ..errors import (
     InvalidArgumentError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
-    SegmentGapError,
     StorageError,
 )
 from ..limits import BATCH_BYTES_MAX_DEFAULT
 from . import files
 from .ids import MessageIdAllocator
-from .faults import PartitionOfflineError, create_segment, drop_unfinished_entries
+from .faults import (PartitionOfflineError, create_segment, drop_unfinished_entries,
+                     recover_after_failed_flush, release_without_seal)
 from .mapped import search
 from .segment import HEADER, Segment
 from .state import PartitionState
@@ -296,7 +298,7 @@ class PartitionLog(_LogView):
             self._publish_bounds(0)
             self.state.recovery_point = 0
             return
-        self._check_contiguous(starts)
+        files.check_contiguous(self.directory, starts)
         self._starts = starts
         self._segments = [None] * len(starts)
         last_start = starts[-1]
@@ -315,28 +317,19 @@ class PartitionLog(_LogView):
                  "%d in %.1f ms", self.topic, self.partition, len(starts), starts[0],
                  last.end_offset, last_start + trusted, (time.monotonic() - began) * 1e3)
         self._observe_last_id(last)
-        last.flush()
+        if self.state.flush_failed:
+            recover_after_failed_flush(last, trusted, self.flush_policy.group_commit)
+        try:
+            last.flush()
+        except OSError as exc:  # the failed flush of the last run, again: stay offline
+            self._fail(f"fdatasync of segment {last.path} failed at open: {exc}")
+            self._publish_bounds(last.end_offset)
+            return
         self.state.recovery_point = last.end_offset
+        self.state.flush_failed = False
         self._publish_bounds(last.end_offset)
         if last.size >= self.segment_bytes_max:
             self._try_roll()  # a full disk must not stop the partition from opening
-
-    def _check_contiguous(self, starts: list[int]) -> None:
-        """Segments must touch (MetaQ refuses to start otherwise). A segment longer than the
-        gap to the next is the remains of an interrupted roll and is cut back."""
-        for start, next_start in zip(starts, starts[1:]):
-            path = files.data_file(self.directory, start)
-            size = path.stat().st_size
-            expected = next_start - start
-            if size > expected:
-                log.warning("%s is %d bytes, %d expected before the next segment: cutting the "
-                            "remains of an interrupted roll", path, size, expected)
-                os.truncate(path, expected)
-            elif size < expected:
-                raise SegmentGapError(
-                    f"The following segments don't validate: {path}, "
-                    f"{files.data_file(self.directory, next_start)} ({size} bytes, {expected} expected)"
-                )
 
     def _observe_last_id(self, segment: Segment) -> None:
         if not segment.record_count:
@@ -475,6 +468,7 @@ class PartitionLog(_LogView):
         """Take the log out of service for good (module docstring); the first reason stays."""
         if self.failed is None:
             self.failed = reason  # the broker logs it, once (broker/storage_faults.py)
+            self.state.flush_failed = True  # for the next open (module docstring)
         return PartitionOfflineError(self.failed)
 
     def _reserve(self, nbytes: int) -> tuple[Segment, int, np.ndarray]:
@@ -508,18 +502,24 @@ class PartitionLog(_LogView):
         """Seal the active segment (flushed, cut to size) and start the next one at its end. A
         failed seal fails the log; a failed creation (full disk) is tried again next time."""
         with self._flush_lock:
+            if self.failed is not None:  # a flush failed while this append waited for the lock
+                raise PartitionOfflineError(self.failed)
             old = self.active
             if old.size == 0:  # an empty segment too small for the batch: make it bigger
+                # (safe to run again if creating the new one fails: close is idempotent)
                 old.close()
-                files.data_file(self.directory, old.start_offset).unlink()
+                files.data_file(self.directory, old.start_offset).unlink(missing_ok=True)
                 old.delete_files()
                 new = self._create_segment(old.start_offset, next_batch_bytes)
                 self._segments[-1] = new
                 return new
             try:
-                old.seal()  # returns at once if a failed creation left it sealed
+                old.flush()  # only a failed flush fails the log
             except OSError as exc:
                 raise self._fail(f"sealing segment {old.path} failed: {exc}") from exc
+            # Cut and remapped (EMFILE or ENOMEM there is tried again by the next roll); returns
+            # at once if a failed creation left it sealed.
+            old.seal()
             self._flushed_messages = self._appended_messages
             self.state.recovery_point = old.end_offset
             new = self._create_segment(old.end_offset, next_batch_bytes)
@@ -624,21 +624,15 @@ class PartitionLog(_LogView):
             if not self._segments:
                 return
             if self.failed is not None:
+                release_without_seal(self._segments)
+            else:
+                end = self.active.end_offset
                 for segment in self._segments:
                     if segment is not None:
-                        segment.closed_for_append = True  # close() then skips the seal
-                        segment.close()
-                self._segments = []
-                self.state.owner_pid = 0
-                self.state.close()
-                return
-            end = self.active.end_offset
-            for segment in self._segments:
-                if segment is not None:
-                    segment.close()  # the active one is flushed and cut to size here
-            self.state.recovery_point = end
-            self.state.visible_end = end
-            self.state.flush()
+                        segment.close()  # the active one is flushed and cut to size here
+                self.state.recovery_point = end
+                self.state.visible_end = end
+                self.state.flush()
             self._segments = []
             self.state.owner_pid = 0
             self.state.close()

@@ -111,17 +111,23 @@ class MappedTable:
         self._map: np.ndarray | None = None
         self._entries: np.ndarray | None = None
         self._header: np.ndarray | None = None
-        size = os.fstat(self.fd).st_size
-        if size < self.HEADER_BYTES:
-            if not writable:
-                raise StorageError(f"{self.path}: table file too short ({size} bytes)")
-            self._create()
-        else:
-            self._remap(size)
-            if not self.header_valid():
+        try:
+            size = os.fstat(self.fd).st_size
+            if size < self.HEADER_BYTES:
                 if not writable:
-                    raise StorageError(f"{self.path}: not a table of this kind (bad header)")
-                self.reset()
+                    raise StorageError(f"{self.path}: table file too short ({size} bytes)")
+                self._create()
+            else:
+                self._remap(size)
+                if not self.header_valid():
+                    if not writable:
+                        raise StorageError(f"{self.path}: not a table of this kind (bad header)")
+                    self.reset()
+        except BaseException:  # EMFILE/ENOMEM half-way: the descriptor must not stay open
+            self._map = self._entries = self._header = None
+            os.close(self.fd)
+            self.fd = -1
+            raise
 
     # ---- mapping --------------------------------------------------------------------------
 

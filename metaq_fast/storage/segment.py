@@ -76,8 +76,12 @@ class RecordIndex:
                                       np.dtype("<u4"), CHECKS_MAGIC, writable=writable)
         except (FileNotFoundError, StorageError):
             if writable:
+                self.positions.close(shrink=False)
                 raise
             self.checks = None  # a reader can still serve; only damage location needs checks
+        except BaseException:  # EMFILE, ENOMEM: nothing of a failed open stays open
+            self.positions.close(shrink=False)
+            raise
         if writable and self.checks.count != self.positions.count:
             self.set_count(min(self.checks.count, self.positions.count))
 
@@ -146,35 +150,39 @@ class Segment:
         else:
             flags = os.O_RDWR if writable else os.O_RDONLY
         self.fd = os.open(self.path, flags, 0o644)
-        self.file_bytes = os.fstat(self.fd).st_size
-        self.size = 0 if create else self.file_bytes  # bytes of records (set by recovery)
-        self.closed_for_append = not writable
-        self._allocated = 0
-        self._populated = 0  # pages below this were handed to the prefaulter
-        self._data: np.ndarray | None = None
-        self._view: memoryview | None = None  # of _data, for scalar writes
-        self.index: RecordIndex | None = None
-        self.sums: MappedTable | None = None
-        self._verified = np.zeros(0, dtype=bool)
-        self._bad: dict[int, str] = {}  # record position -> what is wrong with it
-        self._scan_verified_end = 0  # for segments without sidecars: CRC-checked prefix
-        self._verified_prefix = 0  # every batch before this byte has been verified
-        if writable:
-            self.capacity = max(round_up(max(capacity_bytes, 1), PAGE_BYTES), self.file_bytes)
-            if self.file_bytes < self.capacity:
-                os.ftruncate(self.fd, self.capacity)  # sparse: blocks come with allocate()
-            self._allocated = self.file_bytes
-            self._data = map_fd(self.fd, self.capacity, True) if self.capacity else None
-            self.index = RecordIndex(self.directory, start_offset, writable=True)
-            self.sums = MappedTable(files.sums_file(self.directory, start_offset), SUMS_DTYPE,
-                                    SUMS_MAGIC, writable=True, grow_entries=1024)
-            if create:
-                self.index.reset()
-                self.sums.reset()
-        else:
-            self.capacity = self.file_bytes
-            self._data = map_fd(self.fd, self.file_bytes, False) if self.file_bytes else None
-            self._open_sidecars_read_only()
+        try:
+            self.file_bytes = os.fstat(self.fd).st_size
+            self.size = 0 if create else self.file_bytes  # bytes of records (set by recovery)
+            self.closed_for_append = not writable
+            self._allocated = 0
+            self._populated = 0  # pages below this were handed to the prefaulter
+            self._data: np.ndarray | None = None
+            self._view: memoryview | None = None  # of _data, for scalar writes
+            self.index: RecordIndex | None = None
+            self.sums: MappedTable | None = None
+            self._verified = np.zeros(0, dtype=bool)
+            self._bad: dict[int, str] = {}  # record position -> what is wrong with it
+            self._scan_verified_end = 0  # for segments without sidecars: CRC-checked prefix
+            self._verified_prefix = 0  # every batch before this byte has been verified
+            if writable:
+                self.capacity = max(round_up(max(capacity_bytes, 1), PAGE_BYTES), self.file_bytes)
+                if self.file_bytes < self.capacity:
+                    os.ftruncate(self.fd, self.capacity)  # sparse: blocks come with allocate()
+                self._allocated = self.file_bytes
+                self._data = map_fd(self.fd, self.capacity, True) if self.capacity else None
+                self.index = RecordIndex(self.directory, start_offset, writable=True)
+                self.sums = MappedTable(files.sums_file(self.directory, start_offset), SUMS_DTYPE,
+                                        SUMS_MAGIC, writable=True, grow_entries=1024)
+                if create:
+                    self.index.reset()
+                    self.sums.reset()
+            else:
+                self.capacity = self.file_bytes
+                self._data = map_fd(self.fd, self.file_bytes, False) if self.file_bytes else None
+                self._open_sidecars_read_only()
+        except BaseException:  # no descriptor or mapping outlives a failed open (EMFILE, ENOMEM)
+            self._release()
+            raise
 
     def _open_sidecars_read_only(self) -> None:
         try:
@@ -350,6 +358,34 @@ class Segment:
         self._data = self._view = None
         os.close(self.fd)
         self.fd = -1
+
+    def _release(self) -> None:
+        """Close whatever a failed ``__init__`` had opened, without flushing or cutting."""
+        for table in (getattr(self, "index", None), getattr(self, "sums", None)):
+            if table is not None:
+                table.close(shrink=False)
+        self._data = self._view = None
+        os.close(self.fd)
+        self.fd = -1
+
+    def cut_back(self, end: int) -> int:
+        """Forget the records from ``end`` (a batch end) on: zeroed, out of the index and the
+        checksum table. Returns the bytes dropped. For records never acknowledged."""
+        dropped = max(0, self.size - end)
+        if dropped:
+            self._data[end : self.size] = 0
+        self.index.set_count(search(self.index.position_array(), end))
+        self.sums.set_count(search(self.sums.entries()["end"], end, side="right"))
+        self.size = end
+        self._verified = self._verified[: self.sums.count]
+        return dropped
+
+    def rewrite(self, start: int, stop: int) -> None:
+        """Write ``[start, stop)`` again through the mapping, so that its pages are dirty and the
+        next flush writes them (a failed write-back leaves them clean in the page cache)."""
+        if stop > start:
+            view = self._data[start:stop]
+            view[:] = view.copy()
 
     def delete_files(self) -> None:
         """Remove the sidecars (the caller removes or archives the data file)."""

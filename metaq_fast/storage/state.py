@@ -6,7 +6,7 @@ Layout (eight little-endian u64, 64 bytes, memory-mapped by the owner read-write
 read-only)::
 
     [0] magic   [1] visible_end   [2] recovery_point   [3] recovery_point ^ CHECK_KEY
-    [4] first_offset   [5] owner_pid   [6..7] reserved
+    [4] first_offset   [5] owner_pid   [6] flush_failed   [7] reserved
 
 * ``visible_end``: the log offset up to which records are whole and acknowledged-or-about-to-be;
   written by the owner after each append, read by any worker serving ``get``. It only ever points
@@ -15,6 +15,8 @@ read-only)::
 * ``recovery_point``: every byte before it has been flushed (fdatasync) and its batch checksums
   with it; recovery verifies only what lies after it. It is written after the flush, so it never
   claims more than is durable; the XOR copy detects a torn update (then recovery starts earlier).
+* ``flush_failed``: set when a flush of the partition failed (storage/log.py), cleared by the
+  next open once it has dealt with what lay after the recovery point (storage/faults.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ MAGIC = int.from_bytes(b"MQSTATE1", "little")
 CHECK_KEY = 0x5A5A_A5A5_0F0F_F0F0
 STATE_BYTES = 64
 
-VISIBLE_END, RECOVERY_POINT, RECOVERY_CHECK, FIRST_OFFSET, OWNER_PID = 1, 2, 3, 4, 5
+VISIBLE_END, RECOVERY_POINT, RECOVERY_CHECK, FIRST_OFFSET, OWNER_PID, FLUSH_FAILED = 1, 2, 3, 4, 5, 6
 
 
 class PartitionState:
@@ -91,6 +93,14 @@ class PartitionState:
     @owner_pid.setter
     def owner_pid(self, pid: int) -> None:
         self._words[OWNER_PID] = pid
+
+    @property
+    def flush_failed(self) -> bool:
+        return self.valid and int(self._words[FLUSH_FAILED]) == 1
+
+    @flush_failed.setter
+    def flush_failed(self, failed: bool) -> None:
+        self._words[FLUSH_FAILED] = 1 if failed else 0
 
     def flush(self) -> None:
         if self.writable:

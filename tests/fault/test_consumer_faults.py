@@ -174,7 +174,8 @@ def test_get_refused_at_a_damaged_record_names_the_get_and_the_next_record(
         client.close()
 
 
-def test_consumer_reports_a_damaged_record_and_skips_it_when_told_to(brokers, zk_connect):
+def test_consumer_reports_a_damaged_record_and_skips_it_when_told_to(brokers, zk_connect,
+                                                                    zk_client):
     broker = start_broker(brokers, zk_connect)
     put_all(broker)
     damage_record(broker, BAD)
@@ -203,7 +204,10 @@ def test_consumer_reports_a_damaged_record_and_skips_it_when_told_to(brokers, zk
         assert len(got) == len(wanted) and len(reported) == 1
     finally:
         consumer.close()
-    # the skip was consumed: a new consumer of the group starts after the last record
+    # the skip was consumed and committed: the group's offset is the end of the partition
+    data, _ = zk_client.get(f"/meta/consumers/g/offsets/{TOPIC}/0-0")
+    assert paths.parse_offset(data)[1] == COUNT * RECORD, data
+    # and a new consumer of the group starts there
     consumer = Consumer(zk_connect, group="g", topics=[TOPIC], on_error=reported.append)
     try:
         consumer.wait_assignment(lambda a: a == {TOPIC: ["0-0"]}, timeout_s=15)

@@ -19,21 +19,37 @@ from metaq_fast.storage.ids import MessageIdAllocator
 LATE_S = 4.0  # the loop is blocked this long across the firing time (the old window was 2 s)
 
 
-def table_with_old_segments(tmp_path, delete_when: str) -> tuple[PartitionTable, list[int]]:
-    config = parse_config(
+def config_for(tmp_path, delete_when: str):
+    return parse_config(
         f"[system]\nbrokerId=0\nmaxSegmentSize=100\ndataPath={tmp_path / 'data'}\n"
         f"deletePolicy=delete,1h\ndeleteWhen={delete_when}\n[zookeeper]\nzk.zkEnable=false\n"
         f"[topic=old]\n", tmp_path / "server.ini")
-    table = PartitionTable(config, slot=0, workers=1, ids=MessageIdAllocator(0))
+
+
+def old_segments(tmp_path) -> list[int]:
+    """A partition of four closed segments two hours old (past deletePolicy=delete,1h)."""
+    table = PartitionTable(config_for(tmp_path, "0 0 6,18 * * ?"), slot=0, workers=1,
+                           ids=MessageIdAllocator(0))
     log = table.log_for("old", 0, create=True)
     for _ in range(4):
         log.append_datas([b"x" * 80])
     starts = log.segment_starts()
     assert len(starts) == 5  # four full segments and the active one
+    log.close()
     two_hours_ago = time.time() - 7200
     for start in starts:
         os.utime(files.data_file(log.directory, start), (two_hours_ago, two_hours_ago))
-    return table, starts
+    return starts
+
+
+def table_firing_in(tmp_path, seconds: int) -> PartitionTable:
+    """A worker's table over those segments, whose deleteWhen fires once a minute, at the
+    second ``seconds`` from now (computed after the set-up, which may be slow)."""
+    fire_second = (dt.datetime.now() + dt.timedelta(seconds=seconds)).second
+    table = PartitionTable(config_for(tmp_path, f"{fire_second} * * * * ?"), slot=0, workers=1,
+                           ids=MessageIdAllocator(0))
+    table.log_for("old", 0, create=True)  # opened (recovered) as a starting worker does
+    return table
 
 
 def run_scheduler(table, until_s: float, block=None) -> RetentionScheduler:
@@ -54,24 +70,20 @@ def run_scheduler(table, until_s: float, block=None) -> RetentionScheduler:
     return scheduler
 
 
-def second_from_now(seconds: int) -> int:
-    return (dt.datetime.now() + dt.timedelta(seconds=seconds)).second
-
-
 def test_a_firing_time_passed_while_the_loop_was_busy_still_runs(tmp_path):
-    fire_second = second_from_now(2)  # fires once a minute, at this second
-    table, starts = table_with_old_segments(tmp_path, f"{fire_second} * * * * ?")
+    starts = old_segments(tmp_path)
+    table = table_firing_in(tmp_path, 3)  # 2..3 s from now
     log = table.logs[("old", 0)]
-    # the loop is stuck from ~1 s before the firing time to ~2 s after it
-    scheduler = run_scheduler(table, until_s=1.0 + LATE_S + 1.0, block=(0.8, LATE_S))
+    # the loop is stuck from 0.5 s on for LATE_S: over the firing time, and past it by > 2 s
+    scheduler = run_scheduler(table, until_s=0.5 + LATE_S + 1.0, block=(0.5, LATE_S))
     assert scheduler.runs == 1
     assert log.segment_starts() == starts[-1:]  # the closed, expired segments went
     assert not files.data_file(log.directory, starts[0]).exists()
 
 
 def test_a_firing_time_not_reached_deletes_nothing(tmp_path):
-    fire_second = second_from_now(30)
-    table, starts = table_with_old_segments(tmp_path, f"{fire_second} * * * * ?")
+    starts = old_segments(tmp_path)
+    table = table_firing_in(tmp_path, 30)
     log = table.logs[("old", 0)]
     scheduler = run_scheduler(table, until_s=2.0, block=(0.5, 1.0))
     assert scheduler.runs == 0
