@@ -94,6 +94,9 @@ class Worker:
         for partition_log in opened:
             self.flusher.track(partition_log)
             self.announce_topic(partition_log.topic)
+            if partition_log.failed is not None:  # its flush at open failed again: offline now,
+                self.handler.faults.partition_failed(  # not at the first put
+                    partition_log.topic, partition_log.partition, partition_log.failed)
         dropped = sum(p.recovered_bytes_dropped for p in opened)
         log.info("recovered %d partition(s) in %.0f ms%s", len(opened),
                  (time.monotonic() - began) * 1e3,

@@ -183,9 +183,24 @@ def test_a_failed_fdatasync_fails_its_waiters_and_takes_the_partition_offline(
     finally:
         client.close()
 
+    # a restart while the disk still fails: the open's flush fails again and the partition is
+    # offline from the start (not only once a put finds out)
+    broker.stop()
+    trigger.touch()
+    broker.start()
+    status, health = http_get(broker.info["dashboard_port"], "/health")
+    assert status == 503 and "test-0" in json.loads(health)["detail"], health
+    client = WireClient(broker.port)
+    try:
+        assert client.request(put(0, 10, b"refused")).code == 503
+        assert client.request(put(1, 11, b"other partition")).code == 200
+    finally:
+        client.close()
+
     # recovery is a broker restart: the put answered 500 is not there (a producer retrying it
     # must not make a second copy), what was acknowledged is, and puts are taken again
     broker.stop()
+    trigger.unlink()
     broker.start()
     assert "dropped the" in broker.log_text() and "never acknowledged" in broker.log_text()
     client = WireClient(broker.port)
