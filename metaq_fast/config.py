@@ -242,6 +242,7 @@ class Config:
     # ---- [system], our keys
     worker_count: int = 0  # workerCount; 0 = one per CPU core
     worker_timeout_ms: int = 30_000  # workerTimeoutMs: a worker silent this long is killed
+    worker_start_timeout_ms: int = 600_000  # workerStartTimeoutMs: a worker's boot deadline
     listen_host: str = "127.0.0.1"  # listenHost; default hostName, else 127.0.0.1
     message_bytes_max: int = limits.MESSAGE_BYTES_MAX_DEFAULT  # maxMessageSize
     batch_bytes_max: int = limits.BATCH_BYTES_MAX_DEFAULT  # maxBatchBytes
@@ -415,6 +416,8 @@ _OUR_SYSTEM_KEYS = {
     "workerCount": _ints("worker_count", 0, WORKERS_MAX, "0 = one per CPU core"),
     "workerTimeoutMs": _ints("worker_timeout_ms", 1000, LONG_MAX,
                              "a worker whose event loop is silent this long is killed"),
+    "workerStartTimeoutMs": _ints("worker_start_timeout_ms", 1000, LONG_MAX,
+                                  "how long a worker may take to start, recovery included"),
     "listenHost": _Key("listen_host", "str"),
     "maxMessageSize": _ints("message_bytes_max", 1),
     "maxBatchBytes": _ints("batch_bytes_max", 1),

@@ -4,22 +4,34 @@ Imports: stdlib, metaq_fast.config / zk and the broker modules.
 
 States and transitions (a small signal-driven loop, as gunicorn's arbiter):
 
-    STARTING --all workers ready--> RUNNING --SIGTERM/SIGINT--> STOPPING --workers gone--> exit 0
-    STARTING --a worker cannot start--> STOPPING --> exit 1
-    RUNNING  --a worker died--> (log, fork it again after a back-off) --> RUNNING
-    RUNNING  --a worker stopped beating--> (SIGKILL it; it is reaped and forked again) --> RUNNING
-    RUNNING  --a worker slot died young 5 times in a row--> STOPPING --> exit 1
+    STARTING --every slot has a ready worker--> RUNNING --SIGTERM/SIGINT--> STOPPING --> exit 0
+    STARTING --a slot's first worker cannot start, or is not ready in time--> STOPPING --> exit 1
+    STARTING or RUNNING --a worker died--> (log, fork it again after a back-off) --> same state
+    STARTING or RUNNING --a worker stopped beating, or a restarted one is not ready in time-->
+             (SIGKILL it; it is reaped and forked again) --> same state
+    STARTING or RUNNING --a slot died young 5 times in a row--> STOPPING --> exit 1
 
-A worker "dies young" when it fails to start (``EXIT_BOOT_ERROR``) or dies within
-``QUICK_DEATH_S`` of its fork; each such death doubles the back-off before the next fork, and
-a worker that lives longer resets the count. One boot error after a restart (a file descriptor
-limit, a socket name still held) is retried like any other death: only a slot that never comes
-up stops the broker. A clean stop exits 0 whatever happened to workers before it.
+The same rounds (``_tend``) run while the broker starts and while it runs, so a worker that
+dies during the start (before or after it reported ready) is restarted, and the start waits
+for the restarted worker too. Only a slot's first worker reporting that it cannot start
+(``EXIT_BOOT_ERROR``: bad data on disk, a limit) or not ready within ``workerStartTimeoutMs``
+stops a starting broker at once: that is a broker that cannot start, and it does not run
+half-way. A clean stop exits 0 whatever happened to workers before it.
 
-Heartbeat (gunicorn's ``murder_workers``): each worker's event loop writes the monotonic clock
-into its slot of a shared block every ``HEARTBEAT_INTERVAL_S``; a ready worker whose slot is
-older than ``workerTimeoutMs`` (a loop stuck in a call that never returns, a stopped process)
-is killed with SIGKILL and restarted. What it had acknowledged is in the shared mappings.
+A worker "dies young" when it dies before it reported ready (a boot error, a crash in recovery,
+killed for missing its boot deadline) or within ``QUICK_DEATH_S`` of reporting ready; lifetime
+counts from readiness, so a long recovery followed by a crash is still young. Each such death
+doubles the back-off before the next fork; a worker that lives longer resets the count. One
+boot error after a restart (a file descriptor limit, a socket name still held) is retried like
+any other death: only a slot that never comes up stops the broker.
+
+Deadlines: a worker not ready ``workerStartTimeoutMs`` after its fork (recovery of a large data
+directory may take minutes: the default is 600 s) is killed if it is a restart, and counts as a
+young death. Heartbeat (gunicorn's ``murder_workers``): each worker's event loop writes the
+monotonic clock into its slot of a shared block every ``min(1 s, workerTimeoutMs / 4)``
+(``heartbeat.beat_interval_s``); a ready worker whose slot is older than ``workerTimeoutMs`` (a
+loop stuck in a call that never returns, a stopped process) is killed with SIGKILL and
+restarted, in the start as later. What it had acknowledged is in the shared mappings.
 
 Signal handlers only write to a wakeup pipe; the loop reads it and acts. The supervisor creates,
 before the first fork, everything workers share: one listening socket per worker (an
@@ -49,12 +61,12 @@ from . import logs
 from .closed import ClosedPartitions
 from .counters import NAMES, Counters
 from .http import start_dashboard
-from .heartbeat import Heartbeats
+from .heartbeat import Heartbeats, beat_interval_s
 from .worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_S = 600.0  # recovery of a large data directory may take a while
+BOOT_TIMEOUT_S_DEFAULT = 600.0  # recovery of a large data directory may take a while
 STOP_TIMEOUT_S = 30.0
 BOOT_FAILURES_MAX = 5
 QUICK_DEATH_S = 5.0
@@ -65,10 +77,13 @@ HEARTBEAT_TIMEOUT_S_DEFAULT = 30.0  # gunicorn's default worker timeout
 class WorkerProcess:
     slot: int
     pid: int
-    started_s: float
+    started_s: float  # monotonic, at fork: the boot deadline counts from here
     ready_r: int
+    first: bool = True  # the slot's first worker: if it cannot start, the broker cannot
     ready: bool = False
+    ready_s: float = 0.0  # monotonic, when its "ready" was read: its lifetime counts from here
     quick_failures: int = 0
+    boot_killed: bool = False  # killed for missing its boot deadline (once)
 
 
 @dataclass
@@ -96,9 +111,11 @@ class Supervisor:
         self._reset_map = mmap.mmap(-1, (len(NAMES) + 1) * 8)
         self.reset_block = np.frombuffer(self._reset_map, dtype=np.int64)
         self.closed = ClosedPartitions()
-        self.heartbeats = Heartbeats(self.count)
         timeout_ms = getattr(self.config, "worker_timeout_ms", 0)
         self.heartbeat_timeout_s = timeout_ms / 1000 if timeout_ms else HEARTBEAT_TIMEOUT_S_DEFAULT
+        self.heartbeats = Heartbeats(self.count, beat_interval_s(self.heartbeat_timeout_s))
+        boot_ms = getattr(self.config, "worker_start_timeout_ms", 0)
+        self.boot_timeout_s = boot_ms / 1000 if boot_ms else BOOT_TIMEOUT_S_DEFAULT
         self.events_r, self.events_w = os.pipe()
         os.set_blocking(self.events_r, False)
         self.wakeup_r, self.wakeup_w = os.pipe()
@@ -108,7 +125,6 @@ class Supervisor:
         self.stopping = False
         self.exit_code = 0
         self.registry = None
-        self.running = False  # True once every worker was ready: deaths are restarted then
         self._pending_restarts: dict[int, float] = {}
         # Every topic this broker publishes (configured, or with a store here): name ->
         # (numPartitions, acceptPublish, acceptSubscribe). Kept before the registry exists.
@@ -123,7 +139,6 @@ class Supervisor:
             self._stop_dashboard()
             self._stop_workers()
             return self.exit_code  # 1 when a worker could not start; 0 when stopped meanwhile
-        self.running = True
         if self.registry_factory is not None and not self.stopping:
             try:
                 self.registry = self.registry_factory(self.config, self.broker_url)
@@ -207,24 +222,54 @@ class Supervisor:
         os.set_blocking(ready_r, False)
         previous = self.workers.get(slot)
         self.workers[slot] = WorkerProcess(slot, pid, time.monotonic(), ready_r,
+                                           first=previous is None,
                                            quick_failures=previous.quick_failures if previous else 0)
         log.info("worker %d started (pid %d)", slot, pid)
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(w.ready for w in self.workers.values()):
-            if time.monotonic() > deadline:
-                log.error("workers not ready after %.0f s", READY_TIMEOUT_S)
-                self.exit_code = 1
-                return False
+        """Tend the workers until every slot has a ready one (a worker that died meanwhile has
+        been forked again and is waited for). False when the start failed or was stopped."""
+        while not all(w.pid > 0 and w.ready for w in self.workers.values()):
             self._poll(0.05)
+            if not self.stopping:
+                self._tend()
             if self.stopping:
-                return False
-            for worker in list(self.workers.values()):
-                if not worker.ready and (worker.pid <= 0 or self._check_ready(worker) is False):
-                    self.exit_code = 1  # a broker that cannot start does not run half-way
-                    return False
+                return False  # exit_code is 1 when a slot could not start, 0 when stopped
         return True
+
+    def _tend(self) -> None:
+        """One round over the workers: restarts that are due, start reports, boot deadlines and
+        heartbeats. Deaths are handled as they are reaped (``_reap``)."""
+        self._restart_due()
+        for worker in list(self.workers.values()):
+            if worker.pid <= 0:
+                continue
+            if worker.ready:
+                self._check_heartbeat(worker)
+            elif self._check_ready(worker) is None:
+                # A failed start is logged by _check_ready; the death that follows is reaped.
+                self._check_boot_deadline(worker)
+
+    def _check_boot_deadline(self, worker: WorkerProcess) -> None:
+        booting_s = time.monotonic() - worker.started_s
+        if worker.boot_killed or booting_s <= self.boot_timeout_s:
+            return
+        limit_ms = int(self.boot_timeout_s * 1000)
+        if worker.first:
+            log.error("worker %d (pid %d) not ready %.0f s after its start "
+                      "(workerStartTimeoutMs=%d); stopping the broker", worker.slot, worker.pid,
+                      booting_s, limit_ms)
+            self.exit_code = 1
+            self.stopping = True
+            return
+        log.error("worker %d (pid %d) not ready %.1f s after its restart "
+                  "(workerStartTimeoutMs=%d): killing it", worker.slot, worker.pid, booting_s,
+                  limit_ms)
+        worker.boot_killed = True  # reaped as a death before ready: a young one
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _check_ready(self, worker: WorkerProcess) -> bool | None:
         """Read the worker's start report: True when ready, False when it failed to start
@@ -241,6 +286,7 @@ class Supervisor:
         self._close_ready_pipe(worker)
         if text == "ready":
             worker.ready = True
+            worker.ready_s = time.monotonic()
             return True
         if text:
             log.error("worker %d failed to start: %s", worker.slot, text.removeprefix("failed "))
@@ -274,22 +320,28 @@ class Supervisor:
                 del self.workers[worker.slot]
                 log.info("worker %d (pid %d) exited with %s", worker.slot, pid, _describe(code))
                 continue
-            if not self.running:
-                log.error("worker %d (pid %d) died while the broker started (%s)", worker.slot,
-                          pid, _describe(code))
-                worker.pid = -1  # _wait_ready gives up
+            if worker.first and code == EXIT_BOOT_ERROR:
+                # Only a starting broker has first workers that are not ready: it cannot start.
+                log.error("worker %d (pid %d) could not start (%s); stopping the broker",
+                          worker.slot, pid, _describe(code))
+                worker.pid = -1
+                self.exit_code = 1
+                self.stopping = True
                 continue
             self._worker_died(worker, code)
 
     def _worker_died(self, worker: WorkerProcess, code: int) -> None:
-        lived = time.monotonic() - worker.started_s
-        log.error("worker %d (pid %d) died (%s) after %.1f s; restarting it",
-                  worker.slot, worker.pid, _describe(code), lived)
-        if code == EXIT_BOOT_ERROR or lived < QUICK_DEATH_S:
+        # Lifetime counts from readiness, not from the fork: a recovery longer than
+        # QUICK_DEATH_S followed by a crash must not restart without a back-off, forever.
+        lived = time.monotonic() - worker.ready_s if worker.ready else None
+        if code == EXIT_BOOT_ERROR or lived is None or lived < QUICK_DEATH_S:
             worker.quick_failures += 1
         else:
             worker.quick_failures = 0
+        how = "before it was ready" if lived is None else f"{lived:.1f} s after it was ready"
         if worker.quick_failures >= BOOT_FAILURES_MAX:
+            log.error("worker %d (pid %d) died (%s) %s", worker.slot, worker.pid,
+                      _describe(code), how)
             log.error("worker %d died young %d times in a row; stopping the broker", worker.slot,
                       worker.quick_failures)
             del self.workers[worker.slot]
@@ -297,6 +349,10 @@ class Supervisor:
             self.stopping = True
             return
         delay = 0.0 if worker.quick_failures == 0 else min(2 ** worker.quick_failures * 0.25, 10.0)
+        log.error("worker %d (pid %d) died (%s) %s; restarting it%s", worker.slot, worker.pid,
+                  _describe(code), how,
+                  f" in {delay:.1f} s (died young {worker.quick_failures} time(s) in a row)"
+                  if delay else "")
         worker.pid = -1
         worker.ready = False
         self._pending_restarts[worker.slot] = time.monotonic() + delay
@@ -351,16 +407,8 @@ class Supervisor:
     def _loop(self) -> None:
         while not self.stopping:
             self._poll(0.2)
-            self._restart_due()
-            for worker in self.workers.values():
-                if worker.pid <= 0:
-                    continue
-                if not worker.ready:
-                    # A failed start is logged here; the death that follows is reaped and
-                    # restarted (or stops the broker) in _worker_died.
-                    self._check_ready(worker)
-                else:
-                    self._check_heartbeat(worker)
+            if not self.stopping:
+                self._tend()
 
     def _check_heartbeat(self, worker: WorkerProcess) -> None:
         silent_s = self.heartbeats.silent_s(worker.slot)
