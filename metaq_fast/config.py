@@ -56,7 +56,7 @@ from typing import Any
 
 from metaq_fast import limits, names
 from metaq_fast.cron import CronSchedule
-from metaq_fast.errors import ConfigError, InvalidNameError
+from metaq_fast.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,12 @@ worker does not clear the mark: the block belongs to the supervisor.
 The block lives in shared memory the supervisor creates before forking: a generation counter and
 a JSON object ``{"closed": [[topic, partition]...], "offline": [[topic, partition, reason,
 since_s]...]}``. Readers compare the generation (one 8-byte read per request) and re-read the
-JSON only when it changed; writers serialise with an ``fcntl`` lock on the block's descriptor.
-The generation is a sequence lock: a writer makes it odd before it writes the JSON and even
-after, and a reader keeps what it copied only if the generation was the same even number before
-and after the copy (readers run in other processes, without the lock).
+JSON only when it changed. Writers (any worker, the supervisor) serialise with a POSIX record
+lock (``lockf``: owned per process, so forked workers exclude each other, which ``flock`` on the
+one inherited descriptor would not) plus a thread lock. The generation is a sequence lock: a
+writer makes it odd (one aligned 8-byte store), writes the length and the JSON, then makes it
+even; a reader keeps what it copied only if the generation was the same even number before and
+after reading the length and the copy (readers take no lock).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import fcntl
 import json
 import mmap
 import os
-import struct
+import threading
 import time
 
+import numpy as np
+
 BLOCK_BYTES = 256 * 1024
-READ_TRIES = 10_000  # a write takes microseconds; a reader gives up only on a stuck writer
-_HEADER = struct.Struct("<QI")  # generation, JSON length
+READ_TRIES = 1_000  # a write takes microseconds; a reader gives up only on a dead writer
+HEADER_BYTES = 16  # generation, JSON length: two little-endian u64
 
 
 class ClosedPartitions:
@@ -41,19 +45,23 @@ class ClosedPartitions:
         self._fd = os.memfd_create("metaq-closed-partitions")
         os.ftruncate(self._fd, BLOCK_BYTES)
         self._map = mmap.mmap(self._fd, BLOCK_BYTES)
+        self._words = np.frombuffer(self._map, dtype="<u8", count=2)  # aligned 8-byte stores
+        self._thread_lock = threading.Lock()
         self._seen = -1
         self._set: frozenset[tuple[str, int]] = frozenset()
         self._offline: dict[tuple[str, int], tuple[str, float]] = {}
 
     def _load(self) -> frozenset[tuple[str, int]]:
+        words = self._words
         for _ in range(READ_TRIES):
-            generation, length = _HEADER.unpack_from(self._map, 0)
+            generation = int(words[0])
             if generation == self._seen:
                 return self._set
             if generation % 2:
                 continue  # a writer is at work
-            raw = bytes(self._map[_HEADER.size : _HEADER.size + length]) if length else b"{}"
-            if _HEADER.unpack_from(self._map, 0)[0] != generation:
+            length = int(words[1])
+            raw = bytes(self._map[HEADER_BYTES : HEADER_BYTES + length]) if length else b"{}"
+            if int(words[0]) != generation:
                 continue  # written meanwhile: the copy may be torn
             state = json.loads(raw)
             self._set = frozenset((t, p) for t, p in state.get("closed", ()))
@@ -61,11 +69,11 @@ class ClosedPartitions:
                              for t, p, reason, since_s in state.get("offline", ())}
             self._seen = generation
             return self._set
-        return self._set  # a writer held it all along: the last view, until the next request
+        return self._set  # a writer died mid-write: the last view, until the next write
 
     def _changed(self) -> bool:
         """False while nothing was ever written (the common case: one 8-byte read)."""
-        return struct.unpack_from("<Q", self._map, 0)[0] != 0 or self._seen > 0
+        return int(self._words[0]) != 0 or self._seen > 0
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         return self._changed() and key in self._load()
@@ -74,26 +82,36 @@ class ClosedPartitions:
         return sorted(self._load())
 
     def _update(self, change) -> int:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
+        with self._thread_lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            try:
+                return self._write(change)
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def _write(self, change) -> int:
+        words = self._words
+        generation = int(words[0])
+        if generation % 2:  # a writer died mid-write: its JSON may be torn, start from none
+            self._set, self._offline = frozenset(), {}
+            generation += 1
+        else:
             self._seen = -1
-            current = set(self._load())
-            offline = dict(self._offline)
-            before = len(current) + len(offline)
-            change(current, offline)
-            raw = json.dumps({"closed": sorted(current),
-                              "offline": [[t, p, reason, since_s] for (t, p), (reason, since_s)
-                                          in sorted(offline.items())]}).encode("utf-8")
-            if _HEADER.size + len(raw) > BLOCK_BYTES:
-                raise ValueError("too many closed or offline partitions")
-            generation, length = _HEADER.unpack_from(self._map, 0)
-            generation += generation % 2  # odd: a writer died mid-write; its JSON is replaced
-            _HEADER.pack_into(self._map, 0, generation + 1, length)  # odd: being written
-            self._map[_HEADER.size : _HEADER.size + len(raw)] = raw
-            _HEADER.pack_into(self._map, 0, generation + 2, len(raw))
-            return len(current) + len(offline) - before
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._load()
+        current = set(self._set)
+        offline = dict(self._offline)
+        before = len(current) + len(offline)
+        change(current, offline)
+        raw = json.dumps({"closed": sorted(current),
+                          "offline": [[t, p, reason, since_s] for (t, p), (reason, since_s)
+                                      in sorted(offline.items())]}).encode("utf-8")
+        if HEADER_BYTES + len(raw) > BLOCK_BYTES:
+            raise ValueError("too many closed or offline partitions")
+        words[0] = generation + 1  # odd: being written
+        words[1] = len(raw)
+        self._map[HEADER_BYTES : HEADER_BYTES + len(raw)] = raw
+        words[0] = generation + 2
+        return len(current) + len(offline) - before
 
     def close_partitions(self, topic: str, start: int, end: int) -> int:
         """Close partitions ``start..end`` (inclusive, as MetaQ's JMX call) of ``topic``."""

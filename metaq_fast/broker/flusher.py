@@ -12,8 +12,9 @@ next one. Their replies wait on ``flushed_future``.
 
 A flush that fails fails its partition's log for good (storage/log.py): every reply waiting for
 it, or for any later flush of that log, gets the exception instead of a success (a later
-fdatasync that succeeds says nothing about the pages the failed one lost), the log is never
-flushed again, and ``on_failure(topic, partition, reason)`` takes the partition offline.
+fdatasync that succeeds says nothing about the pages the failed one lost; replies an earlier
+flush already covered still succeed), the log is never flushed again, and
+``on_failure(topic, partition, reason)`` takes the partition offline.
 """
 
 from __future__ import annotations
@@ -129,10 +130,16 @@ class Flusher:
         if partition_log.failed is None:  # not an I/O error the log caught: a bug; fail anyway
             log.error("flush of %s-%d failed", partition_log.topic, partition_log.partition,
                       exc_info=exc)
-            partition_log.failed = f"flush failed: {type(exc).__name__}: {exc}"
+            partition_log.fail(f"flush failed: {type(exc).__name__}: {exc}")
         error = PartitionOfflineError(partition_log.failed)
-        for _offset, waiter in self._waiters.pop(key, ()):
-            if not waiter.done():
+        # What an earlier flush made durable (and visible) stands: only the rest failed.
+        durable = min(partition_log.flushed_offset, partition_log.visible_end)
+        for offset, waiter in self._waiters.pop(key, ()):
+            if waiter.done():
+                continue
+            if offset <= durable:
+                waiter.set_result(offset)
+            else:
                 waiter.set_exception(error)
         self._logs.pop(key, None)
         self._again.discard(key)

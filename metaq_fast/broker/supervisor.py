@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from . import logs
 from .closed import ClosedPartitions
 from .counters import NAMES, Counters
 from .http import start_dashboard
@@ -191,6 +190,22 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         ready_r, ready_w = os.pipe()
+        try:
+            pid = self._fork(slot, ready_r, ready_w)
+        except BaseException:  # EAGAIN/ENOMEM from fork: the caller decides; no fd is left
+            os.close(ready_r)
+            os.close(ready_w)
+            raise
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        previous = self.workers.get(slot)
+        self.workers[slot] = WorkerProcess(slot, pid, time.monotonic(), ready_r,
+                                           first=previous is None,
+                                           quick_failures=previous.quick_failures if previous else 0)
+        log.info("worker %d started (pid %d)", slot, pid)
+
+    def _fork(self, slot: int, ready_r: int, ready_w: int) -> int:
+        """Fork the worker of ``slot`` (the child never returns from here); its pid."""
         spec = WorkerSpec(slot=slot, workers=self.count, config=self.config,
                           listen_socket=self.sockets[slot], instance=self.instance,
                           direct_socket=self.direct_sockets[slot], direct_ports=self.direct_ports,
@@ -218,13 +233,7 @@ class Supervisor:
                     sock.close()
                     direct.close()
             run_worker(spec)  # never returns
-        os.close(ready_w)
-        os.set_blocking(ready_r, False)
-        previous = self.workers.get(slot)
-        self.workers[slot] = WorkerProcess(slot, pid, time.monotonic(), ready_r,
-                                           first=previous is None,
-                                           quick_failures=previous.quick_failures if previous else 0)
-        log.info("worker %d started (pid %d)", slot, pid)
+        return pid
 
     def _wait_ready(self) -> bool:
         """Tend the workers until every slot has a ready one (a worker that died meanwhile has
@@ -287,6 +296,8 @@ class Supervisor:
         if text == "ready":
             worker.ready = True
             worker.ready_s = time.monotonic()
+            log.info("worker %d (pid %d) ready in %.2f s", worker.slot, worker.pid,
+                     worker.ready_s - worker.started_s)
             return True
         if text:
             log.error("worker %d failed to start: %s", worker.slot, text.removeprefix("failed "))
@@ -362,7 +373,23 @@ class Supervisor:
         for slot, due in list(self._pending_restarts.items()):
             if now >= due and not self.stopping:
                 del self._pending_restarts[slot]
-                self._spawn(slot)
+                try:
+                    self._spawn(slot)
+                except OSError as exc:  # no process or memory left right now: like a young death
+                    self._fork_failed(slot, exc)
+
+    def _fork_failed(self, slot: int, exc: OSError) -> None:
+        worker = self.workers[slot]
+        worker.quick_failures += 1
+        if worker.quick_failures >= BOOT_FAILURES_MAX:
+            log.error("cannot fork worker %d: %s; failed %d times in a row; stopping the broker",
+                      slot, exc, worker.quick_failures)
+            self.exit_code = 1
+            self.stopping = True
+            return
+        delay = min(2 ** worker.quick_failures * 0.25, 10.0)
+        log.error("cannot fork worker %d: %s; trying again in %.1f s", slot, exc, delay)
+        self._pending_restarts[slot] = time.monotonic() + delay
 
     # ---- the loop ----------------------------------------------------------------------
 

@@ -211,6 +211,8 @@ def run_worker(spec: WorkerSpec) -> None:
         gc.collect()
         gc.freeze()  # start-up objects are never garbage: keep them out of every collection
         gc.set_threshold(50_000, 20, 20)
+        if spec.heartbeats is not None:  # the collection above may have taken a while
+            spec.heartbeats.beat(spec.slot)
         _tell(spec.ready_fd, "ready\n")
         try:
             worker.loop.run_forever()

@@ -85,22 +85,25 @@ def release_without_seal(segments) -> None:
             segment.close()
 
 
-def recover_after_failed_flush(segment: Segment, trusted: int, group_commit: bool) -> None:
-    """The last run of this log failed a flush (partition.state says so), and Linux may have
-    kept the pages it could not write in its cache, clean, as if written. What lies after the
-    recovery point (``trusted`` bytes into the last segment, which holds it) and passed recovery
-    is therefore either dropped, in group commit (no put there was acknowledged: its waiters got
-    500, so a retry by the producer must not find a copy), or written again through the mapping
-    so that the open's flush really writes it (acknowledged puts of ``unflushThreshold > 0``)."""
-    tail = segment.size - trusted
+def recover_after_failed_flush(segment: Segment, trusted: int | None, group_commit: bool) -> int:
+    """The last run of this log failed a flush (partition.state says so, and in which mode),
+    and Linux may have kept the pages it could not write in its cache, clean, as if written.
+    What passed recovery after the recovery point (``trusted`` bytes into the last segment, which
+    holds it; None when the recovery point is unknown or before the segment) is therefore either
+    dropped, for a failure in group commit (no put there was acknowledged: its waiters got 500,
+    so a retry by the producer must not find a copy), or written again through the mapping so
+    that the open's flush really writes it (acknowledged puts of ``unflushThreshold > 0``, or
+    a tail whose start is unknown). Returns the bytes dropped."""
+    start = 0 if trusted is None else trusted
+    tail = segment.size - start
     if tail <= 0:
-        return
-    if group_commit:
+        return 0
+    if group_commit and trusted is not None:
         segment.cut_back(trusted)
         log.warning("%s: a flush failed in the last run; dropped the %d bytes after its recovery "
                     "point (never acknowledged)", segment.path, tail)
-    else:
-        segment.rewrite(trusted, segment.size)
-        log.warning("%s: a flush failed in the last run; writing the %d bytes after its recovery "
-                    "point again", segment.path, tail)
-
+        return tail
+    segment.rewrite(start, segment.size)
+    log.warning("%s: a flush failed in the last run; writing the %d bytes after %s again",
+                segment.path, tail, "its recovery point" if trusted is not None else "its start")
+    return 0

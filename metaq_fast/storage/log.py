@@ -58,7 +58,7 @@ from .faults import (PartitionOfflineError, create_segment, drop_unfinished_entr
                      recover_after_failed_flush, release_without_seal)
 from .mapped import search
 from .segment import HEADER, Segment
-from .state import PartitionState
+from .state import FAILED_IN_GROUP_COMMIT, FAILED_WITH_THRESHOLD, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -308,25 +308,29 @@ class PartitionLog(_LogView):
                        capacity_bytes=self._capacity())
         began = time.monotonic()
         dropped = last.recover(trusted)
-        self.recovered_bytes_dropped = dropped
         self._segments[-1] = last
         if dropped:
             log.warning("recovered %s-%d: dropped %d bytes of torn or corrupt tail at offset %d "
                         "(file %s)", self.topic, self.partition, dropped, last.end_offset, last.path)
+        failed_in = self.state.flush_failed
+        if failed_in:
+            known = recovery_point is not None and recovery_point >= last_start
+            dropped += recover_after_failed_flush(last, trusted if known else None,
+                                                  failed_in == FAILED_IN_GROUP_COMMIT)
+        self.recovered_bytes_dropped = dropped
         log.info("opened %s-%d: %d segment(s), offsets [%d, %d), recovery scanned from offset "
                  "%d in %.1f ms", self.topic, self.partition, len(starts), starts[0],
                  last.end_offset, last_start + trusted, (time.monotonic() - began) * 1e3)
         self._observe_last_id(last)
-        if self.state.flush_failed:
-            recover_after_failed_flush(last, trusted, self.flush_policy.group_commit)
         try:
             last.flush()
         except OSError as exc:  # the failed flush of the last run, again: stay offline
-            self._fail(f"fdatasync of segment {last.path} failed at open: {exc}")
+            self.fail(f"fdatasync of segment {last.path} failed at open: {exc}")
             self._publish_bounds(last.end_offset)
             return
         self.state.recovery_point = last.end_offset
-        self.state.flush_failed = False
+        if failed_in:
+            self.state.flush_failed = 0  # msynced with the recovery point beside it
         self._publish_bounds(last.end_offset)
         if last.size >= self.segment_bytes_max:
             self._try_roll()  # a full disk must not stop the partition from opening
@@ -464,12 +468,15 @@ class PartitionLog(_LogView):
         if self.failed is not None:
             raise PartitionOfflineError(self.failed)
 
-    def _fail(self, reason: str) -> PartitionOfflineError:
-        """Take the log out of service for good (module docstring); the first reason stays."""
+    def fail(self, reason: str) -> PartitionOfflineError:
+        """Take the log out of service for good (module docstring); the first reason stays.
+        Marked in partition.state with the flush mode, for the next open."""
         if self.failed is None:
             self.failed = reason  # the broker logs it, once (broker/storage_faults.py)
-            self.state.flush_failed = True  # for the next open (module docstring)
+            self.state.flush_failed = (FAILED_IN_GROUP_COMMIT if self.flush_policy.group_commit
+                                       else FAILED_WITH_THRESHOLD)
         return PartitionOfflineError(self.failed)
+
 
     def _reserve(self, nbytes: int) -> tuple[Segment, int, np.ndarray]:
         """Room for a batch in the active segment, rolling first if it would pass the limit."""
@@ -505,33 +512,28 @@ class PartitionLog(_LogView):
             if self.failed is not None:  # a flush failed while this append waited for the lock
                 raise PartitionOfflineError(self.failed)
             old = self.active
-            if old.size == 0:  # an empty segment too small for the batch: make it bigger
-                # (safe to run again if creating the new one fails: close is idempotent)
-                old.close()
-                files.data_file(self.directory, old.start_offset).unlink(missing_ok=True)
-                old.delete_files()
-                new = self._create_segment(old.start_offset, next_batch_bytes)
-                self._segments[-1] = new
-                return new
+            if old.size == 0:  # an empty segment too small for the batch: make it bigger, in
+                old.grow(self._capacity(next_batch_bytes))  # place (a failure leaves it as it was)
+                return old
             try:
                 old.flush()  # only a failed flush fails the log
             except OSError as exc:
-                raise self._fail(f"sealing segment {old.path} failed: {exc}") from exc
+                raise self.fail(f"sealing segment {old.path} failed: {exc}") from exc
             # Cut and remapped (EMFILE or ENOMEM there is tried again by the next roll); returns
             # at once if a failed creation left it sealed.
-            old.seal()
+            old.seal(flushed=True)
             self._flushed_messages = self._appended_messages
             self.state.recovery_point = old.end_offset
+            if self.flush_policy.group_commit:  # durable now, whatever happens to the next one
+                self._visible_end = old.end_offset
+                self.state.visible_end = old.end_offset
             new = self._create_segment(old.end_offset, next_batch_bytes)
             self._segments.append(new)
             self._starts.append(new.start_offset)
             try:
                 files.fsync_dir(self.directory)
             except OSError as exc:
-                raise self._fail(f"syncing directory {self.directory} failed: {exc}") from exc
-            if self.flush_policy.group_commit:
-                self._visible_end = old.end_offset
-                self.state.visible_end = old.end_offset
+                raise self.fail(f"syncing directory {self.directory} failed: {exc}") from exc
             log.debug("rolled %s-%d: new segment %s", self.topic, self.partition, new.path)
             return new
 
@@ -581,7 +583,7 @@ class PartitionLog(_LogView):
                 try:
                     active.flush()
                 except OSError as exc:
-                    raise self._fail(f"fdatasync of segment {active.path} failed: {exc}") from exc
+                    raise self.fail(f"fdatasync of segment {active.path} failed: {exc}") from exc
                 self.state.recovery_point = end
             self._flushed_messages = appended
             self._last_flush_s = self._clock_s()

@@ -38,7 +38,7 @@ import numpy as np
 import xxhash
 
 from .. import message
-from ..errors import CorruptRecordError, StorageError
+from ..errors import StorageError
 from ..limits import PREFAULT_AHEAD_BYTES, SEGMENT_GROW_STEP_BYTES
 from . import files
 from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up, search
@@ -53,6 +53,7 @@ HEADER = message.HEADER_BYTES
 ZERO_HEADER = bytes(HEADER)
 # Records re-indexed by recovery or a rebuild are grouped into batches of about this size.
 REBUILD_BATCH_BYTES = 1 << 20
+REWRITE_CHUNK_BYTES = 4 << 20  # copies of at most this much when rewriting a tail
 
 _ID_RANGE = np.arange(8, dtype=np.int64)
 _RECORD_HEADER = struct.Struct(">iiqi")
@@ -259,11 +260,13 @@ class Segment:
         self.index.flush()
         self.sums.flush()
 
-    def seal(self) -> None:
-        """Stop appending: flush, then cut the file to exactly its records (MetaQ's layout)."""
+    def seal(self, flushed: bool = False) -> None:
+        """Stop appending: flush (unless the caller just did), then cut the file to exactly its
+        records (MetaQ's layout)."""
         if not self.writable or self.closed_for_append:
             return
-        self.flush()
+        if not flushed:
+            self.flush()
         os.ftruncate(self.fd, self.size)
         self.capacity = self.file_bytes = self._allocated = self.size
         self._data = map_fd(self.fd, self.size, True) if self.size else None
@@ -306,9 +309,23 @@ class Segment:
     def rewrite(self, start: int, stop: int) -> None:
         """Write ``[start, stop)`` again through the mapping, so that its pages are dirty and the
         next flush writes them (a failed write-back leaves them clean in the page cache)."""
-        if stop > start:
-            view = self._data[start:stop]
+        for at in range(start, stop, REWRITE_CHUNK_BYTES):
+            view = self._data[at : min(stop, at + REWRITE_CHUNK_BYTES)]
             view[:] = view.copy()
+
+    def grow(self, capacity_bytes: int) -> None:
+        """Let an empty writable segment take a batch larger than its capacity: the file is
+        extended (sparse) and mapped again, in place. If the mapping fails (EMFILE, ENOMEM) the
+        segment stays as it was and a later call tries again."""
+        assert self.size == 0 and not self.closed_for_append
+        capacity = round_up(capacity_bytes, PAGE_BYTES)
+        if capacity <= self.capacity:
+            return
+        if os.fstat(self.fd).st_size < capacity:
+            os.ftruncate(self.fd, capacity)
+        self._data = map_fd(self.fd, capacity, True)
+        self._view = None
+        self.capacity = self.file_bytes = capacity
 
     def delete_files(self) -> None:
         """Remove the sidecars (the caller removes or archives the data file)."""

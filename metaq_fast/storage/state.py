@@ -15,8 +15,10 @@ read-only)::
 * ``recovery_point``: every byte before it has been flushed (fdatasync) and its batch checksums
   with it; recovery verifies only what lies after it. It is written after the flush, so it never
   claims more than is durable; the XOR copy detects a torn update (then recovery starts earlier).
-* ``flush_failed``: set when a flush of the partition failed (storage/log.py), cleared by the
-  next open once it has dealt with what lay after the recovery point (storage/faults.py).
+* ``flush_failed``: 0, or the flush mode in which a flush of the partition failed
+  (``FAILED_IN_GROUP_COMMIT`` or ``FAILED_WITH_THRESHOLD``; storage/log.py), cleared by the next
+  open once it has dealt with what lay after the recovery point (storage/faults.py). Both
+  changes are msynced at once, with the recovery point beside them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CHECK_KEY = 0x5A5A_A5A5_0F0F_F0F0
 STATE_BYTES = 64
 
 VISIBLE_END, RECOVERY_POINT, RECOVERY_CHECK, FIRST_OFFSET, OWNER_PID, FLUSH_FAILED = 1, 2, 3, 4, 5, 6
+FAILED_IN_GROUP_COMMIT, FAILED_WITH_THRESHOLD = 1, 2  # values of flush_failed
 
 
 class PartitionState:
@@ -95,12 +98,18 @@ class PartitionState:
         self._words[OWNER_PID] = pid
 
     @property
-    def flush_failed(self) -> bool:
-        return self.valid and int(self._words[FLUSH_FAILED]) == 1
+    def flush_failed(self) -> int:
+        """0, or the mode a flush failed in (``FAILED_IN_GROUP_COMMIT``/``FAILED_WITH_THRESHOLD``)."""
+        mode = int(self._words[FLUSH_FAILED]) if self.valid else 0
+        return mode if mode in (FAILED_IN_GROUP_COMMIT, FAILED_WITH_THRESHOLD) else 0
 
     @flush_failed.setter
-    def flush_failed(self, failed: bool) -> None:
-        self._words[FLUSH_FAILED] = 1 if failed else 0
+    def flush_failed(self, mode: int) -> None:
+        self._words[FLUSH_FAILED] = mode
+        try:
+            self.flush()  # now: a later open must find the mark, and no stale one
+        except OSError:
+            pass  # the disk fails: the mark is in the page cache for a restart of the process
 
     def flush(self) -> None:
         if self.writable:

@@ -35,14 +35,18 @@ SHIM_SOURCE = r"""
 #include <unistd.h>
 
 /* fdatasync/fsync fail with EIO on files under $METAQ_TEST_FSYNC_FAIL_DIR while the file
-   $METAQ_TEST_FSYNC_FAIL_TRIGGER exists; everything else goes to libc. */
-static int failing(int fd) {
+   $METAQ_TEST_FSYNC_FAIL_TRIGGER exists (only the call named by $METAQ_TEST_FSYNC_FAIL_ONLY,
+   "fsync" or "fdatasync", if set); everything else goes to libc. */
+static int failing(int fd, const char *call) {
     const char *dir = getenv("METAQ_TEST_FSYNC_FAIL_DIR");
     const char *trigger = getenv("METAQ_TEST_FSYNC_FAIL_TRIGGER");
+    const char *only = getenv("METAQ_TEST_FSYNC_FAIL_ONLY");
     char link[64], path[4096];
     ssize_t n;
     size_t len;
     if (dir == NULL || trigger == NULL || access(trigger, F_OK) != 0)
+        return 0;
+    if (only != NULL && *only && strcmp(only, call) != 0)
         return 0;
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     n = readlink(link, path, sizeof path - 1);
@@ -57,7 +61,7 @@ int fdatasync(int fd) {
     static int (*real)(int);
     if (real == NULL)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    if (failing(fd)) {
+    if (failing(fd, "fdatasync")) {
         errno = EIO;
         return -1;
     }
@@ -68,7 +72,7 @@ int fsync(int fd) {
     static int (*real)(int);
     if (real == NULL)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    if (failing(fd)) {
+    if (failing(fd, "fsync")) {
         errno = EIO;
         return -1;
     }

@@ -33,7 +33,7 @@ from metaq_fast.broker.counters import CounterRow
 from metaq_fast.broker.flusher import Flusher
 from metaq_fast.errors import StorageError
 from metaq_fast.message import MessageSet
-from metaq_fast.storage import FlushPolicy, MessageIdAllocator, PartitionLog
+from metaq_fast.storage import FlushPolicy, MessageIdAllocator, PartitionLog, files
 from metaq_fast.storage.faults import PartitionOfflineError, create_segment
 data = Path(sys.argv[1])
 trigger = Path(sys.argv[2])
@@ -61,13 +61,13 @@ def lowest_free_fd():
 """
 
 
-def run(tmp_path, script: str, shim=None) -> dict:
+def run(tmp_path, script: str, shim=None, only: str = "") -> dict:
     data = tmp_path / "data"
     trigger = tmp_path / "fail-now"
     env = dict(os.environ)
     if shim is not None:
         env.update(LD_PRELOAD=str(shim), METAQ_TEST_FSYNC_FAIL_DIR=str(data / "t-0"),
-                   METAQ_TEST_FSYNC_FAIL_TRIGGER=str(trigger))
+                   METAQ_TEST_FSYNC_FAIL_TRIGGER=str(trigger), METAQ_TEST_FSYNC_FAIL_ONLY=only)
     done = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(script), str(data),
                            str(trigger)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60)
@@ -109,6 +109,35 @@ def test_a_seal_failing_in_a_roll_fails_the_waiting_replies(tmp_path, fsync_shim
     assert found["refused"] and "sealing segment" in found["refused"], found
     assert found["outcome"].startswith("failed: sealing segment"), found
     assert found["offline"] == [["t", 0]], found
+
+
+def test_replies_an_earlier_flush_covered_stand_when_a_later_one_fails(
+        tmp_path, fsync_shim):  # noqa: F811
+    found = run(tmp_path, """
+        loop = asyncio.new_event_loop()
+        log = open_log(0, segment_bytes=4096)
+        flusher = Flusher(loop, CounterRow(memoryview(bytearray(8 * 64)).cast("q")))
+        flusher.start()
+        result = log.append_datas([b"a" * 100])
+        flusher.appended(log)
+        waiting = flusher.flushed_future(log, result.end_offset)
+        trigger.touch()  # only the directory fsync fails: the seal's fdatasync works
+        log.append_datas([b"b" * 3956])  # fills the segment exactly: sealed (durable), and the
+        trigger.unlink()                 # roll after it fails (the append itself stands)
+        async def wait():
+            try:
+                return "acknowledged at %d" % await asyncio.wait_for(asyncio.shield(waiting), 2.0)
+            except asyncio.TimeoutError:
+                return "still waiting"
+            except PartitionOfflineError as exc:
+                return "failed: " + str(exc)
+        outcome = loop.run_until_complete(wait())
+        print(json.dumps({"outcome": outcome, "failed": log.failed, "end": result.end_offset,
+                          "visible": log.visible_end, "durable": log.flushed_offset}))
+    """, fsync_shim, only="fsync")
+    assert found["failed"] and "syncing directory" in found["failed"], found
+    assert found["outcome"] == f"acknowledged at {found['end']}", found
+    assert found["visible"] == found["durable"] == 4096, found  # both records, sealed
 
 
 def test_a_roll_after_a_failed_flush_moves_no_recovery_point(tmp_path, fsync_shim):  # noqa: F811
@@ -178,7 +207,7 @@ def test_reopen_after_a_failed_flush_keeps_what_a_threshold_acknowledged(
         log.close()
     """, fsync_shim)
     assert found["payloads"] == ["flushed", "acknowledged, not flushed"], found
-    assert found["failed_mark"] is False and found["recovery_point"] == found["end"], found
+    assert found["failed_mark"] == 0 and found["recovery_point"] == found["end"], found
 
 
 def test_an_empty_segment_that_cannot_grow_is_grown_on_the_next_try(tmp_path):
@@ -192,14 +221,17 @@ def test_an_empty_segment_that_cannot_grow_is_grown_on_the_next_try(tmp_path):
         except (StorageError, OSError) as exc:
             first = type(exc).__name__ + ": " + str(exc)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        meanwhile = (log.message_count(), log.segment_starts(),  # the partition still answers
+                     files.data_file(log.directory, 0).exists())
         result = log.append_datas([b"z" * 10000])
         log.append_datas([b"small"])
         print(json.dumps({"first": first, "payloads": [len(p) for p in payloads(log)],
-                          "at": result.first_offset}))
+                          "at": result.first_offset, "meanwhile": meanwhile}))
         log.close()
     """)
     assert "Too many open files" in found["first"], found
     assert found["payloads"] == [10000, 5] and found["at"] == 0, found
+    assert found["meanwhile"] == [0, [0], True], found
 
 
 def test_a_segment_that_cannot_be_opened_whole_leaves_no_descriptor(tmp_path):

@@ -355,10 +355,9 @@ def test_a_worker_that_dies_after_it_was_ready_while_the_broker_starts_is_restar
     try:
         slow = catch_next_worker(broker, 1, set())  # the broker's start waits for it
         fast = wait_until(lambda: forked(broker, 0), timeout_s=10)[0]
-        wait_until(lambda: recovered(broker, fast) and name_bound(broker, 0), timeout_s=30,
-                   message=lambda: f"worker 0 did not start:\n{story(broker)}")
-        time.sleep(0.5)  # it has said "ready", and the supervisor has read it
-        os.kill(fast, signal.SIGKILL)
+        wait_until(lambda: re.search(rf"worker 0 \(pid {fast}\) ready in", broker.log_text()),
+                   timeout_s=30, message=lambda: f"worker 0 did not start:\n{story(broker)}")
+        os.kill(fast, signal.SIGKILL)  # ready, and the supervisor has read it
         wait_until(lambda: re.search(rf"worker 0 \(pid {fast}\) died", broker.log_text()),
                    timeout_s=10, message=lambda: story(broker))
         _cont(slow)

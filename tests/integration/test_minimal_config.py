@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.brokers import REPO, BrokerProcess, WireClient
+from tests.brokers import REPO, WireClient
 
 pytestmark = [pytest.mark.zk, pytest.mark.timeout(120)]
 

@@ -1,7 +1,6 @@
 """Retention runs on its deleteWhen schedule inside a live broker and removes only closed,
 expired segments; readers are moved on (301) to the new first offset."""
 
-import time
 
 from tests.brokers import WireClient
 from tests.helpers import wait_until
