@@ -63,7 +63,10 @@ class ClosedPartitions:
             raw = bytes(self._map[HEADER_BYTES : HEADER_BYTES + length]) if length else b"{}"
             if int(words[0]) != generation:
                 continue  # written meanwhile: the copy may be torn
-            state = json.loads(raw)
+            try:
+                state = json.loads(raw)
+            except ValueError:  # torn after all (no barrier on a weakly ordered CPU): again
+                continue
             self._set = frozenset((t, p) for t, p in state.get("closed", ()))
             self._offline = {(t, p): (reason, since_s)
                              for t, p, reason, since_s in state.get("offline", ())}

@@ -70,11 +70,11 @@ class Flusher:
     def flushed_future(self, partition_log, offset: int) -> asyncio.Future:
         """Done once ``offset`` is durable (and visible)."""
         future = self.loop.create_future()
+        if partition_log.visible_end >= offset and partition_log.flushed_offset >= offset:
+            future.set_result(offset)  # durable (a roll's seal may have done it), failed or not
+            return future
         if partition_log.failed is not None:
             future.set_exception(PartitionOfflineError(partition_log.failed))
-            return future
-        if partition_log.visible_end >= offset and partition_log.flushed_offset >= offset:
-            future.set_result(offset)
             return future
         self._waiters.setdefault(id(partition_log), []).append((offset, future))
         return future

@@ -217,22 +217,25 @@ class Supervisor:
         self.heartbeats.beat(slot)  # a fresh slot: the new worker's clock starts now
         pid = os.fork()
         if pid == 0:
-            os.close(ready_r)
-            for fd in (self.events_r, self.wakeup_r, self.wakeup_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            for other in self.workers.values():
-                try:
-                    os.close(other.ready_r)
-                except OSError:
-                    pass
-            for i, (sock, direct) in enumerate(zip(self.sockets, self.direct_sockets)):
-                if i != slot:
-                    sock.close()
-                    direct.close()
-            run_worker(spec)  # never returns
+            try:
+                os.close(ready_r)
+                for fd in (self.events_r, self.wakeup_r, self.wakeup_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                for other in self.workers.values():
+                    try:
+                        os.close(other.ready_r)
+                    except OSError:
+                        pass
+                for i, (sock, direct) in enumerate(zip(self.sockets, self.direct_sockets)):
+                    if i != slot:
+                        sock.close()
+                        direct.close()
+                run_worker(spec)  # never returns
+            finally:  # never back into the supervisor's code, whatever happened
+                os._exit(EXIT_BOOT_ERROR)
         return pid
 
     def _wait_ready(self) -> bool:

@@ -295,8 +295,13 @@ class PartitionLog(_LogView):
         if not starts:
             self._starts = [0]
             self._segments = [self._create_segment(0)]
+            # the new names (partition directory, first segment) durable before any ack
+            files.fsync_dir(self.directory)
+            files.fsync_dir(self.directory.parent)
             self._publish_bounds(0)
             self.state.recovery_point = 0
+            if self.state.flush_failed:
+                self.state.flush_failed = 0  # nothing of that run is left to deal with
             return
         files.check_contiguous(self.directory, starts)
         self._starts = starts
@@ -324,8 +329,9 @@ class PartitionLog(_LogView):
         self._observe_last_id(last)
         try:
             last.flush()
-        except OSError as exc:  # the failed flush of the last run, again: stay offline
-            self.fail(f"fdatasync of segment {last.path} failed at open: {exc}")
+        except OSError as exc:  # the failed flush of the last run, again: stay offline; a tail
+            self.fail(f"fdatasync of segment {last.path} failed at open: {exc}",  # of unknown
+                      FAILED_WITH_THRESHOLD)  # origin (no mark: a crash) is kept, never cut
             self._publish_bounds(last.end_offset)
             return
         self.state.recovery_point = last.end_offset
@@ -468,13 +474,18 @@ class PartitionLog(_LogView):
         if self.failed is not None:
             raise PartitionOfflineError(self.failed)
 
-    def fail(self, reason: str) -> PartitionOfflineError:
+    def fail(self, reason: str, mode: int | None = None) -> PartitionOfflineError:
         """Take the log out of service for good (module docstring); the first reason stays.
-        Marked in partition.state with the flush mode, for the next open."""
+        Marked in partition.state with the flush mode the tail after the recovery point was
+        written in (``mode``; default: this run's), for the next open. A mark already there
+        stays: that tail is older than this run."""
         if self.failed is None:
             self.failed = reason  # the broker logs it, once (broker/storage_faults.py)
-            self.state.flush_failed = (FAILED_IN_GROUP_COMMIT if self.flush_policy.group_commit
-                                       else FAILED_WITH_THRESHOLD)
+            if not self.state.flush_failed:
+                if mode is None:
+                    mode = (FAILED_IN_GROUP_COMMIT if self.flush_policy.group_commit
+                            else FAILED_WITH_THRESHOLD)
+                self.state.flush_failed = mode
         return PartitionOfflineError(self.failed)
 
 

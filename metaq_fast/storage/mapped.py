@@ -239,6 +239,14 @@ class MappedTable:
     def flush(self) -> None:
         os.fdatasync(self.fd)
 
+    def rewrite(self, chunk_bytes: int = 4 << 20) -> None:
+        """Write the header and every entry again through the mapping, so that the next flush
+        writes them (after a failed write-back they may be clean in the page cache only)."""
+        end = self.HEADER_BYTES + self.count * self.dtype.itemsize
+        for at in range(0, end, chunk_bytes):
+            view = self._map[at : min(end, at + chunk_bytes)]
+            view[:] = view.copy()
+
     def close(self, shrink: bool) -> None:
         if self.fd < 0:
             return

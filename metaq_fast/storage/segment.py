@@ -312,6 +312,8 @@ class Segment:
         for at in range(start, stop, REWRITE_CHUNK_BYTES):
             view = self._data[at : min(stop, at + REWRITE_CHUNK_BYTES)]
             view[:] = view.copy()
+        for table in (self.index.positions, self.index.checks, self.sums):  # their entries
+            table.rewrite(REWRITE_CHUNK_BYTES)  # after ``start`` met the same failing disk
 
     def grow(self, capacity_bytes: int) -> None:
         """Let an empty writable segment take a batch larger than its capacity: the file is

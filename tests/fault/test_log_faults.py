@@ -132,12 +132,17 @@ def test_replies_an_earlier_flush_covered_stand_when_a_later_one_fails(
             except PartitionOfflineError as exc:
                 return "failed: " + str(exc)
         outcome = loop.run_until_complete(wait())
+        # the put that filled the segment asks after the failure: durable, so acknowledged
+        late = flusher.flushed_future(log, 4096)
+        late_outcome = "acknowledged" if late.done() and late.exception() is None else "failed"
         print(json.dumps({"outcome": outcome, "failed": log.failed, "end": result.end_offset,
-                          "visible": log.visible_end, "durable": log.flushed_offset}))
+                          "visible": log.visible_end, "durable": log.flushed_offset,
+                          "late": late_outcome}))
     """, fsync_shim, only="fsync")
     assert found["failed"] and "syncing directory" in found["failed"], found
     assert found["outcome"] == f"acknowledged at {found['end']}", found
     assert found["visible"] == found["durable"] == 4096, found  # both records, sealed
+    assert found["late"] == "acknowledged", found
 
 
 def test_a_roll_after_a_failed_flush_moves_no_recovery_point(tmp_path, fsync_shim):  # noqa: F811
@@ -254,4 +259,34 @@ def test_a_segment_that_cannot_be_opened_whole_leaves_no_descriptor(tmp_path):
     """)
     assert len(found["errors"]) >= 3, found  # several attempts failed, at different steps
     assert found["after"] == found["before"], found
+
+
+def test_a_tail_a_threshold_acknowledged_survives_a_switch_to_group_commit(
+        tmp_path, fsync_shim):  # noqa: F811
+    """The mark says in which mode the tail was written, and a later run's failure (its open's
+    flush) does not overwrite it: a group-commit run must not cut what a threshold acked."""
+    found = run(tmp_path, """
+        log = open_log(1000)
+        log.append_datas([b"flushed"])
+        log.flush()
+        log.append_datas([b"acknowledged by a threshold"])
+        trigger.touch()
+        try:
+            log.flush()
+        except PartitionOfflineError:
+            pass
+        log.close()
+        log = open_log(0)             # restarted in group commit, the disk still failing
+        offline_at_open = log.failed
+        log.close()
+        trigger.unlink()
+        log = open_log(0)             # and again, the disk healed
+        print(json.dumps({"offline_at_open": offline_at_open,
+                          "payloads": [p.decode() for p in payloads(log)],
+                          "failed_mark": log.state.flush_failed}))
+        log.close()
+    """, fsync_shim)
+    assert found["offline_at_open"] and "failed at open" in found["offline_at_open"], found
+    assert found["payloads"] == ["flushed", "acknowledged by a threshold"], found
+    assert found["failed_mark"] == 0, found
 
