@@ -1,4 +1,4 @@
-"""Client connections and worker-to-worker forwarding pipes: bytes in, replies out, in order.
+"""Client connections and worker-to-worker links: bytes in, replies out, in order.
 
 Imports: stdlib (socket, asyncio), metaq_fast.protocol and broker helpers.
 
@@ -29,6 +29,12 @@ from ..protocol import RequestDecoder, encode_result
 
 log = logging.getLogger(__name__)
 
+
+def worker_address(instance: str, slot: int) -> str:
+    """Where worker ``slot`` of a broker instance takes forwarded puts: an abstract Unix stream
+    socket (no file to clean up after a crash), speaking the MetaQ protocol clients speak."""
+    return f"\0metaq-fast-{instance}-worker-{slot}"
+
 READ_BYTES = 256 * 1024
 OUTPUT_BYTES_HIGH = 16 * 1024 * 1024
 OUTPUT_BYTES_LOW = 4 * 1024 * 1024
@@ -51,7 +57,7 @@ class Pending:
 
 
 class Connection:
-    """One client connection (or an incoming forwarding pipe from another worker)."""
+    """One client connection (or an incoming link from another worker)."""
 
     def __init__(self, worker, sock: socket.socket, peer: str):
         self.worker = worker
@@ -71,8 +77,8 @@ class Connection:
         self.writing = False
         self.closing = False
         self.closed = False
-        self.pipes: dict[int, ForwardPipe] = {}
-        self.from_worker = peer == "worker-pipe"  # puts forwarded by another worker
+        self.links: dict[int, WorkerLink] = {}
+        self.from_worker = peer == "worker-link"  # puts forwarded by another worker
         self.loop.add_reader(self.fd, self._on_readable)
 
     # ---- input ----------------------------------------------------------------------------
@@ -162,10 +168,10 @@ class Connection:
         a copy) to the worker owning their partition; their ``replies`` answers take this place
         in the queue, through ``convert(frames)`` if given. ``fail(skip)`` gives the replies to
         send instead if that worker cannot answer (``skip``: frames already received)."""
-        pipe = self.pipes.get(slot)
+        pipe = self.links.get(slot)
         if pipe is None or pipe.broken:
-            pipe = ForwardPipe(self, slot)
-            self.pipes[slot] = pipe
+            pipe = WorkerLink(self, slot)
+            self.links[slot] = pipe
         pending = Pending(self._flush)
         self.queue.append(pending)
         pipe.send(request, replies, pending, fail, convert, extra)
@@ -253,9 +259,9 @@ class Connection:
             self.loop.remove_reader(self.fd)
         if self.writing:
             self.loop.remove_writer(self.fd)
-        for pipe in self.pipes.values():
+        for pipe in self.links.values():
             pipe.close()
-        self.pipes.clear()
+        self.links.clear()
         self.queue.clear()
         try:
             self.sock.close()
@@ -264,7 +270,7 @@ class Connection:
         self.worker.connection_closed(self)
 
 
-class ForwardPipe:
+class WorkerLink:
     """One client connection's stream to the worker that owns some partitions it puts to.
 
     Requests are MetaQ put commands; every one is answered by exactly one ``result`` frame, in
@@ -285,7 +291,7 @@ class ForwardPipe:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         try:
-            self.sock.connect(conn.worker.pipe_address(slot))
+            self.sock.connect(worker_address(conn.worker.spec.instance, slot))
         except (ConnectionRefusedError, FileNotFoundError, BlockingIOError, OSError) as exc:
             log.warning("worker %d is not reachable (%s): its partitions are unavailable",
                         slot, exc)
@@ -375,7 +381,7 @@ class ForwardPipe:
         if self.broken:
             return
         self.broken = True
-        log.warning("forwarding pipe to worker %d closed with %d request(s) unanswered",
+        log.warning("link to worker %d closed with %d request(s) unanswered",
                     self.slot, len(self.waiting))
         for pending, _, frames, fail, convert in self.waiting:
             if convert is not None or not frames:

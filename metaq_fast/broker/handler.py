@@ -65,7 +65,7 @@ from .closed import ClosedPartitions
 from .counters import CounterRow
 from .partitions import PartitionTable
 from .connection import unavailable
-from .routing import owner_of
+from ..layout import owner_of
 from .storage_faults import StorageFaults, offline_detail
 
 log = logging.getLogger(__name__)

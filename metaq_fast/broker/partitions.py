@@ -1,6 +1,6 @@
 """The partitions one worker sees: the logs it owns (writable) and readers of all the others.
 
-Imports: metaq_fast.config / storage / errors and broker.routing.
+Imports: metaq_fast.config / storage / errors / layout.
 
 A worker opens (and so recovers) every existing partition it owns at start, creates an owned
 partition on its first put, and opens a read-only ``PartitionReader`` on any other partition the
@@ -21,7 +21,7 @@ from ..errors import InvalidPartitionError, UnknownTopicError
 from ..names import is_valid_name
 from ..storage import FlushPolicy, MessageIdAllocator, PartitionLog, PartitionReader
 from ..storage import files
-from .routing import owner_of
+from ..layout import owner_of
 
 log = logging.getLogger(__name__)
 

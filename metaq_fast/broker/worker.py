@@ -25,14 +25,13 @@ from ..config import Config
 from ..pdeath import die_with_parent
 from ..storage import MessageIdAllocator
 from . import logs
-from .connection import Connection
+from .connection import Connection, worker_address
 from .counters import CounterRow, Counters
 from .flusher import Flusher
 from .handler import Handler
 from .heartbeat import Heartbeats, start_beating
 from .partitions import PartitionTable
 from .retention import RetentionScheduler
-from .routing import worker_socket_name
 from .stats import StatsService
 
 log = logging.getLogger(__name__)
@@ -80,11 +79,8 @@ class Worker:
                                flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed)
         self.connections: set[Connection] = set()
         self.stopping = False
-        self._pipe_listener: socket.socket | None = None
+        self._link_listener: socket.socket | None = None
         self._announced: set[str] = set()
-
-    def pipe_address(self, slot: int) -> str:
-        return worker_socket_name(self.spec.instance, slot)
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -102,11 +98,11 @@ class Worker:
                  (time.monotonic() - began) * 1e3,
                  f", {dropped} bytes of torn tail dropped" if dropped else "")
         pipe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        pipe.bind(self.pipe_address(self.spec.slot))
+        pipe.bind(worker_address(self.spec.instance, self.spec.slot))
         pipe.listen(128)
         pipe.setblocking(False)
-        self._pipe_listener = pipe
-        self.loop.add_reader(pipe.fileno(), self._accept, pipe, "worker-pipe")
+        self._link_listener = pipe
+        self.loop.add_reader(pipe.fileno(), self._accept, pipe, "worker-link")
         for listener in (self.spec.listen_socket, self.spec.direct_socket):
             listener.setblocking(False)
             self.loop.add_reader(listener.fileno(), self._accept, listener, None)
@@ -154,7 +150,7 @@ class Worker:
     def connection_closed(self, conn: Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
-            if conn.peer != "worker-pipe":
+            if conn.peer != "worker-link":
                 self.counters.add(CounterRow.CONNECTIONS, -1)
 
     # ---- stop ----------------------------------------------------------------------------
@@ -166,9 +162,9 @@ class Worker:
         log.info("stopping: %d connection(s) open", len(self.connections))
         self.loop.remove_reader(self.spec.listen_socket.fileno())
         self.loop.remove_reader(self.spec.direct_socket.fileno())
-        if self._pipe_listener is not None:
-            self.loop.remove_reader(self._pipe_listener.fileno())
-            self._pipe_listener.close()
+        if self._link_listener is not None:
+            self.loop.remove_reader(self._link_listener.fileno())
+            self._link_listener.close()
         for conn in list(self.connections):
             conn.close_after_flush()
             conn._flush()

@@ -75,7 +75,9 @@ class ZooKeeperUnavailableError(AdminError):
     exit_code = 3
 
 
-class UnknownError(AdminError):
+class NotFoundError(AdminError):
+    """No such topic, group, partition or broker (in ZooKeeper or on the broker asked)."""
+
     exit_code = 4
 
 
@@ -248,12 +250,12 @@ class Admin:
         """The partitions of ``topic`` with their first and end offsets (from the brokers).
 
         Raises:
-            UnknownError: no broker registers the topic.
+            NotFoundError: no broker registers the topic.
         """
         validate_topic_name(topic)
         names = self._partition_strings(topic)
         if not names:
-            raise UnknownError(f"unknown topic {topic!r}: no broker registers it under "
+            raise NotFoundError(f"unknown topic {topic!r}: no broker registers it under "
                                f"{paths.topics_sub_path(self.root, topic)}")
         rows = []
         for name in names:
@@ -356,7 +358,7 @@ class Admin:
     def _check_group(self, group: str) -> None:
         validate_group_name(group)
         if not self._exists(paths.consumer_group_path(self.root, group)):
-            raise UnknownError(f"unknown group {group!r}: no "
+            raise NotFoundError(f"unknown group {group!r}: no "
                                f"{paths.consumer_group_path(self.root, group)} in ZooKeeper")
 
     def _committed(self, group: str, topic: str, name: str) -> tuple[int, int] | None:
@@ -374,7 +376,7 @@ class Admin:
         """Members, and per partition: owner, committed offset, end offset and lag.
 
         Raises:
-            UnknownError: no such group (or ``topic`` is not registered).
+            NotFoundError: no such group (or ``topic`` is not registered).
         """
         self._check_group(group)
         members = self._members(group)
@@ -386,7 +388,7 @@ class Admin:
         if topic is not None:
             validate_topic_name(topic)
             if topic not in topics and not self._partition_strings(topic):
-                raise UnknownError(f"unknown topic {topic!r} for group {group!r}")
+                raise NotFoundError(f"unknown topic {topic!r} for group {group!r}")
             topics = {topic}
         rows, errors = [], []
         for name in sorted(topics):
@@ -445,7 +447,7 @@ class Admin:
 
         Raises:
             GroupActiveError: the group has live members (and not ``force``).
-            UnknownError: unknown group, topic or partition.
+            NotFoundError: unknown group, topic or partition.
             UsageError: an offset out of range or inside a record.
         """
         validate_group_name(group)
@@ -460,11 +462,11 @@ class Admin:
                     "overwrite the reset), or use --force")
         known = self._partition_strings(topic)
         if not known:
-            raise UnknownError(f"unknown topic {topic!r}: no broker registers it")
+            raise NotFoundError(f"unknown topic {topic!r}: no broker registers it")
         chosen = known if not partitions else partitions
         for name in chosen:
             if name not in known:
-                raise UnknownError(f"topic {topic!r} has no partition {name!r} "
+                raise NotFoundError(f"topic {topic!r} has no partition {name!r} "
                                    f"(known: {', '.join(known)})")
         rows = []
         for name in chosen:
@@ -533,7 +535,7 @@ class Admin:
             return 0  # not used: the url names the broker
         ids = sorted({b["broker_id"] for b in self._topic_brokers(topic) if b["master"]})
         if not ids:
-            raise UnknownError(f"unknown topic {topic!r}: no broker registers it")
+            raise NotFoundError(f"unknown topic {topic!r}: no broker registers it")
         if len(ids) > 1:
             raise UsageError(f"topic {topic!r} is on brokers {', '.join(map(str, ids))}: "
                              "choose one with --broker")
@@ -545,7 +547,7 @@ class Admin:
         self._need_zk("finding a broker")
         url = self._master_url(broker_id)
         if url is None:
-            raise UnknownError(f"broker {broker_id} has no live master in ZooKeeper")
+            raise NotFoundError(f"broker {broker_id} has no live master in ZooKeeper")
         return url
 
     def peek(self, topic: str, partition: str, *, offset: int | None = None, limit: int = 10,
@@ -559,7 +561,7 @@ class Admin:
         if offset is None:
             offset = self._offset(url, topic, number, 0)
             if offset is None:
-                raise UnknownError(f"{topic}:{broker_id}-{number} has no data on {url}")
+                raise NotFoundError(f"{topic}:{broker_id}-{number} has no data on {url}")
         start, rows, chunk, moves = offset, [], CHUNK_BYTES, 0
         while len(rows) < limit:
             opaque = next_opaque()
@@ -589,7 +591,7 @@ class Admin:
                 continue
             if reply.code in (NOT_FOUND, MOVED):
                 if reply.code == NOT_FOUND and not rows and b"is not exists" in bytes(reply.body):
-                    raise UnknownError(bytes(reply.body).decode("utf-8", "replace"))
+                    raise NotFoundError(bytes(reply.body).decode("utf-8", "replace"))
                 break  # the end of the partition
             if reply.code == FORBIDDEN:
                 raise AdminError(f"{topic}:{broker_id}-{number} is closed: "

@@ -212,7 +212,7 @@ class _LogView:
                            stop - position, lengths, int(ends[0] - positions[0]))
 
     def _cut_at_damage(self, segment: Segment, position: int, stop: int) -> int:
-        bad = segment.first_bad_record(position, stop)
+        bad = segment.first_bad_position(position, stop)
         if bad is None:
             return stop
         if bad == position:

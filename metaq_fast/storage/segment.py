@@ -341,7 +341,7 @@ class Segment:
 
     # ---- verification --------------------------------------------------------------------
 
-    def first_bad_record(self, start: int, stop: int) -> int | None:
+    def first_bad_position(self, start: int, stop: int) -> int | None:
         """Verify (once) every batch overlapping ``[start, stop)``; the position of the first
         damaged record in the range, or None."""
         if stop <= start:
@@ -426,7 +426,7 @@ class Segment:
         self._verified[:] = False
         self._verified_prefix = 0
         self._scan_verified_end = 0
-        self.first_bad_record(0, self.size)
+        self.first_bad_position(0, self.size)
         return sorted(self._bad.items())
 
     # ---- record positions ------------------------------------------------------------------

@@ -4,7 +4,7 @@ while the broker starts, the boot deadline of a restarted worker, and what "died
 
 A restarted worker is made to fail its start from outside, for real: the test holds the
 abstract unix socket name the worker binds for forwarded puts (``\\0metaq-fast-<supervisor
-pid>-<port>-worker-<slot>``, ``broker/routing.py``), so the new worker's ``bind`` fails with
+pid>-<port>-worker-<slot>``, ``broker/connection.py``), so the new worker's ``bind`` fails with
 EADDRINUSE exactly as it would if the name were still held. The supervisor is stopped
 (SIGSTOP) while the worker is killed and the name taken, so the test never races the restart.
 
