@@ -1,8 +1,8 @@
 """A real Apache ZooKeeper server (Debian's ``zookeeper`` package) run as a child process.
 
 Used by the test session fixture, CI and the broker's local mode; nothing is faked: the JVM runs
-``org.apache.zookeeper.server.ZooKeeperServerMain`` from ``/usr/share/java/zookeeper.jar``. The
-recipe, with every measured number, is ``/work/shared/reference/zookeeper.md``.
+``org.apache.zookeeper.server.ZooKeeperServerMain`` from ``/usr/share/java/zookeeper.jar``
+(``scripts/install.sh`` installs the package; nothing else is needed).
 
 Imports: the standard library and ``metaq_fast.errors`` only (no kazoo; 4lw probes are plain TCP).
 
