@@ -1,7 +1,8 @@
 """Consumer groups: MetaQ's ZooKeeper protocol, a fetcher, and at-least-once delivery.
 
-Imports: stdlib, kazoo, metaq_fast.protocol / errors / names, zk (cluster view, paths, session),
-client (connection, balance, offsets, records: the record and batch types live there).
+Imports: stdlib, kazoo, metaq_fast.protocol / errors / names, zk.paths, client (cluster_client:
+ZooKeeper, cluster view and connections; connection, balance, offsets, records: the record and
+batch types live there).
 
     consumer = Consumer("127.0.0.1:2181", group="billing", topics=["orders"])
     for batch in consumer.poll(timeout_s=1.0):       # per-partition MessageBatch objects
@@ -68,10 +69,9 @@ from ..names import validate_group_name, validate_topic_name
 from ..protocol import ResultReply, ValueReply
 from ..protocol.get_errors import next_record_offset
 from ..zk import paths
-from ..zk.cluster import ClusterView
-from ..zk.session import open_client
 from . import balance
-from .connection import ConnectionPool, next_opaque
+from .cluster_client import ClusterClient
+from .connection import next_opaque
 from .offsets import OffsetReader
 from .records import (ConsumerRecord, MessageBatch, PartitionState, PartitionStuckError,
                       before_damage, decode_answer)
@@ -84,7 +84,7 @@ LONG_MAX = 2**63 - 1
 FETCH_BYTES_MAX = 2 * 1024 * 1024  # MetaQ clients refuse records above 2 MiB anyway
 
 
-class Consumer:
+class Consumer(ClusterClient):
     def __init__(self, zk_connect: str | None = None, *, group: str, topics=(),
                  zk_root: str = "/meta", zk_client=None, consumer_id: str | None = None,
                  fetch_bytes: int = 1 << 20, commit_interval_ms: float = 5000.0,
@@ -114,16 +114,9 @@ class Consumer:
         self.on_error = on_error
         self.skip_corrupt = skip_corrupt
         self.assign_strategy = balance.strategy(strategy)
-        self._own_zk = zk_client is None
-        if zk_client is None:
-            if not zk_connect:
-                raise InvalidArgumentError("Consumer needs zk_connect (or zk_client)")
-            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s,
-                                    session_timeout_s=zk_session_timeout_s)
-        self.zk = zk_client
-        self.cluster = ClusterView(zk_client, self.root)
-        self._offsets = OffsetReader(zk_client, self.start_offset, auto_offset_reset)
-        self.pool = ConnectionPool()
+        self._open_cluster("Consumer", zk_connect, zk_client, self.root, zk_timeout_s,
+                           zk_session_timeout_s)
+        self._offsets = OffsetReader(self.zk, self.start_offset, auto_offset_reset)
         self.topics: list[str] = []
         self._lock = threading.RLock()
         self._owned: dict[tuple[str, str], PartitionState] = {}
@@ -672,17 +665,7 @@ class Consumer:
         for stop in self._unwatch:
             stop()
         self.zk.remove_listener(self._on_zk_state)
-        self.pool.close()
-        self.cluster.close()
-        if self._own_zk:
-            self.zk.stop()
-            self.zk.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self._close_cluster()
 
 
 def _local_ip() -> str:

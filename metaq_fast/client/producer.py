@@ -1,7 +1,7 @@
 """Producer: finds a topic's partitions in ZooKeeper, picks one per message, sends in batches.
 
-Imports: stdlib, numpy, xxhash, metaq_fast.message / protocol / errors, zk (cluster view,
-paths, session), client (connection, selector).
+Imports: stdlib, numpy, xxhash, metaq_fast.message / protocol / errors / layout, zk.paths,
+client (cluster_client: ZooKeeper, cluster view and connections; connection, selector).
 
     producer = Producer("127.0.0.1:2181")
     producer.send("topic", b"payload").result()          # -> SendResult(partition, offset, id)
@@ -52,10 +52,9 @@ from ..errors import (
 from ..layout import owner_of
 from ..limits import BATCH_BYTES_MAX_DEFAULT, MESSAGE_BYTES_MAX_DEFAULT
 from ..protocol import ResultReply, parse_putm_ok
-from ..zk.cluster import ClusterView
 from ..zk.paths import Partition, parse_broker_url
-from ..zk.session import open_client
-from .connection import ConnectionPool, next_opaque
+from .cluster_client import ClusterClient
+from .connection import next_opaque
 from .selector import RoundRobinSelector, as_selector
 
 log = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ class _Batch:
         return len(self.datas) - 1
 
 
-class Producer:
+class Producer(ClusterClient):
     def __init__(self, zk_connect: str | None = None, *, zk_root: str = "/meta",
                  zk_client=None, selector=None, batch_size: int = 1000,
                  batch_bytes: int = 1 << 20, linger_ms: float = 5.0, max_in_flight: int = 8,
@@ -169,14 +168,8 @@ class Producer:
         if batch_size < 1 or batch_bytes < 1 or max_in_flight < 1 or retries < 0:
             raise InvalidArgumentError("batch_size, batch_bytes, max_in_flight must be >= 1 and "
                                        "retries >= 0")
-        self._own_zk = zk_client is None
-        if zk_client is None:
-            if not zk_connect:
-                raise InvalidArgumentError("Producer needs zk_connect (or zk_client)")
-            zk_client = open_client(zk_connect, timeout_s=zk_timeout_s,
-                                    session_timeout_s=zk_session_timeout_s)
-        self.zk = zk_client
-        self.cluster = ClusterView(zk_client, zk_root)
+        self._open_cluster("Producer", zk_connect, zk_client, zk_root, zk_timeout_s,
+                           zk_session_timeout_s)
         self.selector = as_selector(selector) if selector is not None else RoundRobinSelector()
         self.batch_size = batch_size
         self.batch_bytes = min(batch_bytes, BATCH_BYTES_MAX_DEFAULT)
@@ -191,7 +184,6 @@ class Producer:
         self.buffer_bytes = buffer_bytes  # unsent data held at most; send() blocks beyond it
         self.block_s = block_s
         self._buffered = 0
-        self.pool = ConnectionPool()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._filling: dict[tuple, _Batch] = {}  # (topic, broker id, partition) -> open batch
@@ -338,17 +330,7 @@ class Producer:
             self._finish(batch, error=ProducerClosedError(
                 f"producer closed before {len(batch.datas)} message(s) to {batch.topic} were sent"))
         self._sender.join(10)
-        self.pool.close()
-        self.cluster.close()
-        if self._own_zk:
-            self.zk.stop()
-            self.zk.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self._close_cluster()
 
     def _reserve_buffer_locked(self, nbytes: int) -> None:
         """Hold ``nbytes`` more unsent data, waiting (up to ``block_s``) while the buffer is

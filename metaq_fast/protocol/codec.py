@@ -724,21 +724,19 @@ class RequestDecoder(_Decoder):
             checksum = _int(toks[5], "checksum", "put")
             tx_key = _tx_key(toks[6], "put")
         opaque = _int(toks[ntok - 1], "opaque", "put")
-        if length > self._max_body:
-            raise self._reject_body(
-                eol,
-                length,
-                _error(
-                    f"put body of {length} bytes exceeds the maximum message size {self._max_body}",
-                    fatal=False,
-                    opaque=opaque,
-                    too_large=True,
-                ),
-            )
-        data = self._take_body(eol, length)
+        data = self._message_body(eol, length, "put", opaque)
         if data is None:
             return NEED_DATA
         return _new_put(topic, partition, data, flag, checksum, tx_key, opaque)
+
+    def _message_body(self, eol: int, length: int, verb: str, opaque: int):
+        """The body of one put or sync, or None until it is all here. Above maxMessageSize it is
+        refused, and the stream skips it (the error answers that request, the next one goes on)."""
+        if length > self._max_body:
+            raise self._reject_body(eol, length, _error(
+                f"{verb} body of {length} bytes exceeds the maximum message size {self._max_body}",
+                fatal=False, opaque=opaque, too_large=True))
+        return self._take_body(eol, length)
 
     def _putm(self, toks: list[bytes], line: bytes, eol: int) -> Any:
         _exact_tokens(toks, 7, "putm", line)
@@ -817,18 +815,7 @@ class RequestDecoder(_Decoder):
         msg_id = _int64(toks[5], "msgId", "sync")
         checksum = _int(toks[6], "checksum", "sync") if ntok == 8 else -1
         opaque = _int(toks[ntok - 1], "opaque", "sync")
-        if length > self._max_body:
-            raise self._reject_body(
-                eol,
-                length,
-                _error(
-                    f"sync body of {length} bytes exceeds the maximum message size {self._max_body}",
-                    fatal=False,
-                    opaque=opaque,
-                    too_large=True,
-                ),
-            )
-        data = self._take_body(eol, length)
+        data = self._message_body(eol, length, "sync", opaque)
         if data is None:
             return NEED_DATA
         return _new_sync(topic, partition, data, flag, msg_id, checksum, opaque)

@@ -305,6 +305,16 @@ class PutRun:
                 f"puts={len(self)})")
 
 
+def _check_fetch(cmd) -> None:
+    """The fields ``get`` and ``getm`` share, checked alike."""
+    _check_token(cmd, "topic")
+    _check_token(cmd, "group")
+    _check_int(cmd, "partition", INT32_MIN, INT32_MAX)
+    _check_int(cmd, "offset", INT64_MIN, INT64_MAX)
+    _check_int(cmd, "max_size", INT32_MIN, INT32_MAX)
+    _check_int(cmd, "opaque", INT32_MIN, INT32_MAX)
+
+
 @dataclass(frozen=True, slots=True)
 class GetCommand:
     """Fetch up to ``max_size`` bytes of a partition's log starting at byte ``offset``."""
@@ -317,12 +327,7 @@ class GetCommand:
     opaque: int
 
     def __post_init__(self) -> None:
-        _check_token(self, "topic")
-        _check_token(self, "group")
-        _check_int(self, "partition", INT32_MIN, INT32_MAX)
-        _check_int(self, "offset", INT64_MIN, INT64_MAX)
-        _check_int(self, "max_size", INT32_MIN, INT32_MAX)
-        _check_int(self, "opaque", INT32_MIN, INT32_MAX)
+        _check_fetch(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,12 +503,7 @@ class GetBatchCommand:
     opaque: int
 
     def __post_init__(self) -> None:
-        _check_token(self, "topic")
-        _check_token(self, "group")
-        _check_int(self, "partition", INT32_MIN, INT32_MAX)
-        _check_int(self, "offset", INT64_MIN, INT64_MAX)
-        _check_int(self, "max_size", INT32_MIN, INT32_MAX)
-        _check_int(self, "opaque", INT32_MIN, INT32_MAX)
+        _check_fetch(self)
 
 
 @dataclass(frozen=True, slots=True)
