@@ -353,7 +353,8 @@ class WorkerLink:
             if eol < 0:
                 break
             head = buf[pos:eol].split(b" ")
-            if len(head) != 4 or head[0] != b"result":
+            if len(head) != 4 or head[0] != b"result" or not head[2].isdigit():
+                # never raise out of this loop callback: the waiting requests get their 503
                 log.error("worker %d answered a forwarded put with %r", self.slot, buf[pos:eol][:64])
                 self._break()
                 return
