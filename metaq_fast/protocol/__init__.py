@@ -1,24 +1,26 @@
-"""Sans-IO MetaQ protocol: command/reply value types (``commands``) and the codec (``codec``).
+"""Sans-IO MetaQ protocol: command/reply value types (``commands``), the decoders
+(``_decoding``, ``_readers``), the encoders (``_writers``) and the batch put-reply formatter (``_put_replies``).
 
-Re-exports the public API of both modules; see their docstrings.
+This package is the one public face: import from ``metaq_fast.protocol``; see the modules'
+docstrings for the rules.
 """
 
-from metaq_fast.protocol.codec import (
+from metaq_fast.protocol._put_replies import encode_put_ok_many
+from metaq_fast.protocol._decoding import (
     BODY_COPY_BYTES_MAX_DEFAULT,
     FRAME_BYTES_MAX_DEFAULT,
     NEED_DATA,
     REPLY_BODY_BYTES_MAX_DEFAULT,
-    RequestDecoder,
-    ResponseDecoder,
+)
+from metaq_fast.protocol._readers import RequestDecoder, ResponseDecoder, parse_putm_ok
+from metaq_fast.protocol._writers import (
     encode,
     encode_put_ok,
-    encode_put_ok_many,
     encode_putm_ok,
     encode_result,
     encode_stats_body,
     encode_value_header,
     encode_values_header,
-    parse_putm_ok,
 )
 from metaq_fast.protocol.commands import (
     OPAQUE_DEFAULT,

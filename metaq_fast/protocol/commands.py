@@ -1,7 +1,8 @@
 """The requests and replies of the MetaQ text protocol (plus our extensions) as frozen dataclasses.
 
 Responsibility: one immutable value type per wire command, validated on construction, and the
-MetaQ rules for transaction keys. No parsing of wire bytes here (that is ``codec.py``).
+MetaQ rules for transaction keys. No parsing of wire bytes here (that is ``_decoding.py`` and
+``_readers.py``).
 Allowed imports: stdlib, numpy, ``metaq_fast.errors``, ``metaq_fast.limits``.
 
 Wire forms (``SP`` = one space, every line ends with ``\\r\\n``; see reference section 2):
@@ -37,7 +38,7 @@ Extensions of metaq_fast (MetaQ clients never send them):
 =====================  =====================================================================
 
 Bodies (``data``/``body``) are ``bytes`` or a read-only ``memoryview`` over an immutable ``bytes``
-object (the decoder hands out zero-copy views for large bodies; see ``codec.RequestDecoder``).
+object (the decoder hands out zero-copy views for large bodies; see ``_readers.RequestDecoder``).
 Such a view stays valid for as long as it is referenced - it keeps the underlying receive chunk
 alive, so do not hold many of them for long.
 
@@ -112,7 +113,7 @@ BATCH_RECORD_OVERHEAD_BYTES = 4 + limits.RECORD_HEADER_BYTES
 
 Body = Union[bytes, memoryview]
 
-# ---- Java parsing helpers (shared with codec.py) ---------------------------------------------
+# ---- Java parsing helpers (shared with _decoding.py) -----------------------------------------
 
 # Integer.parseInt / Long.parseLong accept an optional sign and decimal digits. (Java also takes
 # non-ASCII Unicode digits; we take ASCII only - a documented, deliberate deviation.)
