@@ -7,7 +7,8 @@ ephemeral ``master_config_checksum``; per topic the ephemeral ``topics/<t>/<id>-
 count) and, when accepted, ``topics-pub/<t>/<id>-m`` / ``topics-sub/<t>/<id>-m`` (JSON). Every
 path and node format comes from ``metaq_fast.zk.paths``.
 
-Imports: the standard library, kazoo, ``metaq_fast.errors`` and ``metaq_fast.zk.paths``.
+Imports: the standard library, kazoo, ``metaq_fast.errors`` and ``metaq_fast.zk.paths`` / ``ops``
+(the deadline-bound ZooKeeper operations).
 
 Threads: kazoo's connection thread calls ``_on_state`` (it only records the state and wakes the
 maintainer; kazoo forbids blocking there); one maintainer thread ("metaq-zk-registry-<id>") does
@@ -43,16 +44,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
-from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+from kazoo.protocol.states import KazooState
 
 from metaq_fast.errors import DuplicateBrokerError, InvalidArgumentError, ZooKeeperError
 from metaq_fast.zk import paths
+from metaq_fast.zk.ops import DeadlineOps
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class BrokerRegistry:
         self._connection_timeout_s = connection_timeout_ms / 1000.0
         self._sync_time_s = sync_time_ms / 1000.0
         self._op_timeout_s = (op_timeout_ms or session_timeout_ms) / 1000.0
+        self._ops = DeadlineOps(self._op_timeout_s)
         self._on_change = on_change
 
         self._lock = threading.Lock()
@@ -289,7 +291,7 @@ class BrokerRegistry:
             raise ZooKeeperError(f"cannot connect to ZooKeeper at {self._connect!r}: {e!r}") from e
         if client.chroot:
             try:
-                chroot_exists = self._result(client.exists_async("/"), "exists", "/", deadline)
+                chroot_exists = self._ops.result(client.exists_async("/"), "exists", "/", deadline)
             except (ZooKeeperError, KazooException) as e:
                 self._fail_start(client, deadline)
                 raise ZooKeeperError(f"cannot read ZooKeeper at {self._connect!r}: {e}") from e
@@ -639,11 +641,11 @@ class BrokerRegistry:
         """A pass: make every node of this broker match the desired state."""
         self._ensure_master(client)
         self._check_not_stopping()
-        got = self._get(client, self._id_path)
+        got = self._ops.get(client, self._id_path)
         if got is None:
-            self._create(client, self._id_path, self._url_data, ephemeral=False)
+            self._ops.create(client, self._id_path, self._url_data, ephemeral=False)
         elif got[0] != self._url_data:
-            self._set(client, self._id_path, self._url_data)
+            self._ops.set(client, self._id_path, self._url_data)
         checksum_data = (
             None if work.checksum is None else paths.encode_config_checksum(work.checksum)
         )
@@ -657,13 +659,13 @@ class BrokerRegistry:
 
     def _ensure_master(self, client: KazooClient) -> None:
         for _ in range(3):
-            got = self._get(client, self._master_path)
+            got = self._ops.get(client, self._master_path)
             if got is None:
-                if self._create(client, self._master_path, self._url_data, ephemeral=True):
+                if self._ops.create(client, self._master_path, self._url_data, ephemeral=True):
                     return
                 continue  # created meanwhile by someone: look at it again
             data, stat = got
-            if not self._is_ours(client, stat):
+            if not self._ops.is_ours(client, stat):
                 try:
                     holder = paths.decode_text(data)
                 except ValueError:
@@ -677,7 +679,7 @@ class BrokerRegistry:
                     f"live broker); {what} ({self._master_path} is held by {owner})"
                 )
             if data != self._url_data:
-                self._set(client, self._master_path, self._url_data)
+                self._ops.set(client, self._master_path, self._url_data)
             return
         raise ZooKeeperError(f"{self._master_path} keeps appearing and vanishing")
 
@@ -688,9 +690,9 @@ class BrokerRegistry:
             spec = work.topics.get(topic)
             nodes = self._topic_nodes(topic, spec)
             for path, _ in nodes:
-                self._delete(client, path)
+                self._ops.delete(client, path)
             for path, data in nodes:
-                if data is not None and not self._create(client, path, data, ephemeral=True):
+                if data is not None and not self._ops.create(client, path, data, ephemeral=True):
                     raise ZooKeeperError(f"{path} was created by someone else meanwhile")
             work.done[topic] = spec
 
@@ -698,16 +700,16 @@ class BrokerRegistry:
         self, client: KazooClient, nodes: list[tuple[str, bytes | None]]
     ) -> None:
         """Make each ephemeral ``path`` hold ``data`` in our session (or be absent if None)."""
-        current = self._get_many(client, [path for path, _ in nodes])
+        current = self._ops.get_many(client, [path for path, _ in nodes])
         for path, data in nodes:
             got = current[path]
-            if got is not None and data is not None and got[0] == data and self._is_ours(
+            if got is not None and data is not None and got[0] == data and self._ops.is_ours(
                 client, got[1]
             ):
                 continue
             if got is not None:
-                self._delete(client, path)
-            if data is not None and not self._create(client, path, data, ephemeral=True):
+                self._ops.delete(client, path)
+            if data is not None and not self._ops.create(client, path, data, ephemeral=True):
                 raise ZooKeeperError(f"{path} was created by someone else meanwhile")
 
     def _topic_nodes(
@@ -739,27 +741,27 @@ class BrokerRegistry:
             topics = sorted(self._topics.keys() | self._applied.keys() | self._dirty)
         try:
             topic_paths = [path for t in topics for path, _ in self._topic_nodes(t, None)]
-            current = self._get_many(
+            current = self._ops.get_many(
                 client, [self._master_path, self._checksum_path, *topic_paths], deadline
             )
             master = current[self._master_path]
-            master_ours = master is not None and self._is_ours(client, master[1])
+            master_ours = master is not None and self._ops.is_ours(client, master[1])
             if master_ours:
-                self._delete(client, self._master_path, deadline, master[1].version)
+                self._ops.delete(client, self._master_path, deadline, master[1].version)
             elif master is not None:
                 log.warning(
                     "%s belongs to another session at stop; leaving the broker nodes alone",
                     self._master_path,
                 )
             checksum = current[self._checksum_path]
-            if checksum is not None and self._is_ours(client, checksum[1]):
-                self._delete(client, self._checksum_path, deadline, checksum[1].version)
+            if checksum is not None and self._ops.is_ours(client, checksum[1]):
+                self._ops.delete(client, self._checksum_path, deadline, checksum[1].version)
             if master_ours:
                 self._delete_or_blank_id_node(client, deadline)
             for path in topic_paths:
                 got = current[path]
-                if got is not None and self._is_ours(client, got[1]):
-                    self._delete(client, path, deadline, got[1].version)
+                if got is not None and self._ops.is_ours(client, got[1]):
+                    self._ops.delete(client, path, deadline, got[1].version)
         except (ZooKeeperError, KazooException) as e:
             log.warning(
                 "broker %d: unregistering from ZooKeeper failed: %s; its ephemeral nodes go "
@@ -771,12 +773,12 @@ class BrokerRegistry:
     def _delete_or_blank_id_node(self, client: KazooClient, deadline: float) -> None:
         path = self._id_path
         try:
-            self._result(client.delete_async(path), "delete", path, deadline)
+            self._ops.result(client.delete_async(path), "delete", path, deadline)
         except NoNodeError:
             pass
         except NotEmptyError:
             # Slaves still registered below: keep the node, drop the master URL (MetaQ).
-            self._set(client, path, b"", deadline)
+            self._ops.set(client, path, b"", deadline)
         except KazooException as e:
             raise ZooKeeperError(f"delete {path}: {type(e).__name__}: {e}") from e
 
@@ -810,84 +812,6 @@ class BrokerRegistry:
 
     def _wait_timeout(self, timeout_s: float | None) -> float:
         return self._op_timeout_s if timeout_s is None else max(0.0, timeout_s)
-
-    @staticmethod
-    def _is_ours(client: KazooClient, stat: ZnodeStat) -> bool:
-        client_id = client.client_id
-        return client_id is not None and stat.ephemeralOwner == client_id[0]
-
-    def _timeout(self, deadline: float | None) -> float:
-        if deadline is None:
-            return self._op_timeout_s
-        return max(0.0, min(self._op_timeout_s, deadline - time.monotonic()))
-
-    def _result(self, async_result, op: str, path: str, deadline: float | None = None):
-        timeout = self._timeout(deadline)
-        try:
-            return async_result.get(timeout=timeout)
-        except KazooTimeoutError:
-            raise ZooKeeperError(f"ZooKeeper {op} {path} timed out after {timeout:g} s") from None
-
-    def _get(
-        self, client: KazooClient, path: str, deadline: float | None = None
-    ) -> tuple[bytes, ZnodeStat] | None:
-        return self._get_many(client, [path], deadline)[path]
-
-    def _get_many(
-        self, client: KazooClient, node_paths: Iterable[str], deadline: float | None = None
-    ) -> dict[str, tuple[bytes, ZnodeStat] | None]:
-        """Read many nodes in one pipelined round; None for a missing node."""
-        pending = [(path, client.get_async(path)) for path in node_paths]
-        result: dict[str, tuple[bytes, ZnodeStat] | None] = {}
-        for path, async_result in pending:
-            try:
-                result[path] = self._result(async_result, "get", path, deadline)
-            except NoNodeError:
-                result[path] = None
-            except KazooException as e:
-                raise ZooKeeperError(f"get {path}: {type(e).__name__}: {e}") from e
-        return result
-
-    def _create(
-        self,
-        client: KazooClient,
-        path: str,
-        data: bytes,
-        *,
-        ephemeral: bool,
-        deadline: float | None = None,
-    ) -> bool:
-        """Create ``path`` (persistent parents as needed); False if it already exists."""
-        try:
-            self._result(
-                client.create_async(path, data, ephemeral=ephemeral, makepath=True),
-                "create", path, deadline,
-            )
-        except NodeExistsError:
-            return False
-        except KazooException as e:
-            raise ZooKeeperError(f"create {path}: {type(e).__name__}: {e}") from e
-        return True
-
-    def _set(
-        self, client: KazooClient, path: str, data: bytes, deadline: float | None = None
-    ) -> None:
-        try:
-            self._result(client.set_async(path, data), "set", path, deadline)
-        except KazooException as e:
-            raise ZooKeeperError(f"set {path}: {type(e).__name__}: {e}") from e
-
-    def _delete(
-        self, client: KazooClient, path: str, deadline: float | None = None, version: int = -1
-    ) -> bool:
-        """Delete ``path``; False if it did not exist."""
-        try:
-            self._result(client.delete_async(path, version), "delete", path, deadline)
-        except NoNodeError:
-            return False
-        except KazooException as e:
-            raise ZooKeeperError(f"delete {path}: {type(e).__name__}: {e}") from e
-        return True
 
     # ---- shutdown ------------------------------------------------------------------------------
 
