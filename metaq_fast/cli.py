@@ -121,7 +121,8 @@ def admin_main(argv: list[str] | None = None) -> int:
     import logging
     import os
 
-    from .client.admin import Admin, AdminError, render
+    from .client.admin import Admin, AdminError
+    from .client.admin_render import render
     from .errors import MetaqError
 
     parser = admin_parser()

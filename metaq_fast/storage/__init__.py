@@ -4,15 +4,8 @@ Knows nothing of the network, the protocol or ZooKeeper.
 """
 
 from .ids import MessageIdAllocator
-from .log import (
-    AppendResult,
-    FlushPolicy,
-    NotRecordBoundaryError,
-    PartitionLog,
-    PartitionReader,
-    ReadSlice,
-    RecordSlice,
-)
+from .log import PartitionLog, PartitionReader
+from .results import AppendResult, FlushPolicy, NotRecordBoundaryError, ReadSlice, RecordSlice
 from .retention import RetentionPolicy, apply_retention, dispose, expire
 
 __all__ = [
