@@ -104,3 +104,20 @@ class DeadlineOps:
         except KazooException as e:
             raise ZooKeeperError(f"delete {path}: {type(e).__name__}: {e}") from e
         return True
+
+    def reconcile_ephemeral(self, client: KazooClient,
+                            nodes: list[tuple[str, bytes | None]]) -> None:
+        """Make each ephemeral ``path`` hold ``data`` in our session (or be absent if None):
+        one pipelined read, then only the nodes that differ are deleted and created."""
+        current = self.get_many(client, [path for path, _ in nodes])
+        for path, data in nodes:
+            got = current[path]
+            if got is not None and data is not None and got[0] == data and self.is_ours(
+                client, got[1]
+            ):
+                continue
+            if got is not None:
+                self.delete(client, path)
+            if data is not None and not self.create(client, path, data, ephemeral=True):
+                raise ZooKeeperError(f"{path} was created by someone else meanwhile")
+

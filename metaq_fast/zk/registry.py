@@ -649,12 +649,12 @@ class BrokerRegistry:
         checksum_data = (
             None if work.checksum is None else paths.encode_config_checksum(work.checksum)
         )
-        self._reconcile_nodes(client, [(self._checksum_path, checksum_data)])
+        self._ops.reconcile_ephemeral(client, [(self._checksum_path, checksum_data)])
         # Topics: the desired ones, and the removed ones still to delete.
         for topic in sorted(work.topics.keys() | work.dirty):
             self._check_not_stopping()
             spec = work.topics.get(topic)
-            self._reconcile_nodes(client, self._topic_nodes(topic, spec))
+            self._ops.reconcile_ephemeral(client, self._topic_nodes(topic, spec))
             work.done[topic] = spec
 
     def _ensure_master(self, client: KazooClient) -> None:
@@ -696,42 +696,14 @@ class BrokerRegistry:
                     raise ZooKeeperError(f"{path} was created by someone else meanwhile")
             work.done[topic] = spec
 
-    def _reconcile_nodes(
-        self, client: KazooClient, nodes: list[tuple[str, bytes | None]]
-    ) -> None:
-        """Make each ephemeral ``path`` hold ``data`` in our session (or be absent if None)."""
-        current = self._ops.get_many(client, [path for path, _ in nodes])
-        for path, data in nodes:
-            got = current[path]
-            if got is not None and data is not None and got[0] == data and self._ops.is_ours(
-                client, got[1]
-            ):
-                continue
-            if got is not None:
-                self._ops.delete(client, path)
-            if data is not None and not self._ops.create(client, path, data, ephemeral=True):
-                raise ZooKeeperError(f"{path} was created by someone else meanwhile")
-
     def _topic_nodes(
         self, topic: str, spec: TopicRegistration | None
     ) -> list[tuple[str, bytes | None]]:
-        """The three nodes of ``topic`` and their data (None: must not exist)."""
-        bid = self._broker_id
-        legacy = body = None
-        if spec is not None:
-            legacy = paths.encode_num_parts(spec.num_partitions)
-            body = paths.encode_topic_broker_json(spec.num_partitions, bid)
-        return [
-            (paths.topic_broker_path(self._root, topic, bid), legacy),
-            (
-                paths.topics_pub_broker_path(self._root, topic, bid),
-                body if spec is not None and spec.accept_publish else None,
-            ),
-            (
-                paths.topics_sub_broker_path(self._root, topic, bid),
-                body if spec is not None and spec.accept_subscribe else None,
-            ),
-        ]
+        """The three nodes of ``topic`` for this broker and their data (None: must not exist)."""
+        if spec is None:
+            return paths.topic_nodes(self._root, topic, self._broker_id, None)
+        return paths.topic_nodes(self._root, topic, self._broker_id, spec.num_partitions,
+                                 spec.accept_publish, spec.accept_subscribe)
 
     # ---- unregistration (stop's thread, under _ops_lock) --------------------------------------
 
