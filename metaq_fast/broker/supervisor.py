@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backoff import Backoff
 from ..config import Config
 from .closed import ClosedPartitions
 from .counters import NAMES, Counters
@@ -69,6 +70,8 @@ BOOT_TIMEOUT_S_DEFAULT = 600.0  # recovery of a large data directory may take a 
 STOP_TIMEOUT_S = 30.0
 BOOT_FAILURES_MAX = 5
 QUICK_DEATH_S = 5.0
+# a slot that keeps dying young waits 0.5, 1, 2, 4, 8, then 10 s (+-10%) before each fork
+RESTART_BACKOFF = Backoff(0.5, 10.0, jitter=0.1)
 HEARTBEAT_TIMEOUT_S_DEFAULT = 30.0  # gunicorn's default worker timeout
 
 
@@ -362,7 +365,7 @@ class Supervisor:
             self.exit_code = 1
             self.stopping = True
             return
-        delay = 0.0 if worker.quick_failures == 0 else min(2 ** worker.quick_failures * 0.25, 10.0)
+        delay = 0.0 if worker.quick_failures == 0 else RESTART_BACKOFF.delay(worker.quick_failures)
         log.error("worker %d (pid %d) died (%s) %s; restarting it%s", worker.slot, worker.pid,
                   _describe(code), how,
                   f" in {delay:.1f} s (died young {worker.quick_failures} time(s) in a row)"
@@ -390,7 +393,7 @@ class Supervisor:
             self.exit_code = 1
             self.stopping = True
             return
-        delay = min(2 ** worker.quick_failures * 0.25, 10.0)
+        delay = RESTART_BACKOFF.delay(worker.quick_failures)
         log.error("cannot fork worker %d: %s; trying again in %.1f s", slot, exc, delay)
         self._pending_restarts[slot] = time.monotonic() + delay
 

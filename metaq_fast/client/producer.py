@@ -19,8 +19,9 @@ pipelined MetaQ ``put`` commands instead.
 
 Failures: a broker that does not answer, a dropped connection or a retriable error (403 closed
 partition, 503 worker restarting) fails the attempt; the batch is tried again on another
-partition up to ``retries`` times (the failed broker is avoided for ``dead_broker_backoff_ms``),
-then its futures fail with the error. No future is ever left unresolved: ``flush`` and ``close``
+partition up to ``retries`` times, after ``retry_backoff_ms`` doubled per retry up to
+``RETRY_BACKOFF_MAX_S`` (+-20%, so producers do not come back in step; the failed broker is
+avoided for ``dead_broker_backoff_ms``), then its futures fail with the error. No future is ever left unresolved: ``flush`` and ``close``
 wait for every batch. With no broker publishing the topic ``send`` raises ``NoBrokerError``
 at once.
 """
@@ -38,6 +39,7 @@ import numpy as np
 import xxhash
 
 from .. import message
+from ..backoff import Backoff
 from ..errors import (
     BrokerConnectionError,
     BufferFullError,
@@ -58,6 +60,8 @@ from .connection import next_opaque
 from .selector import RoundRobinSelector, as_selector
 
 log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_MAX_S = 1.0  # as Kafka's retry.backoff.max.ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,9 @@ class Producer(ClusterClient):
         self.max_in_flight = max_in_flight
         self.retries = retries
         self.retry_backoff_s = retry_backoff_ms / 1000.0
+        self._retry_backoff = (Backoff(self.retry_backoff_s,
+                                       max(self.retry_backoff_s, RETRY_BACKOFF_MAX_S), jitter=0.2)
+                               if self.retry_backoff_s > 0 else None)
         self.dead_backoff_s = dead_broker_backoff_ms / 1000.0
         self.request_timeout_s = request_timeout_s
         self.max_message_bytes = max_message_bytes
@@ -625,7 +632,8 @@ class Producer(ClusterClient):
                 if requeued:
                     self._release(batch)
                     batch.partition = target
-                    batch.not_before_s = time.monotonic() + self.retry_backoff_s
+                    batch.not_before_s = time.monotonic() + (
+                        self._retry_backoff.delay(batch.attempts) if self._retry_backoff else 0.0)
                     batch.closed = False
                     self._close_batch(batch)
                     self._wake.notify_all()

@@ -51,6 +51,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
 from kazoo.protocol.states import KazooState
 
+from metaq_fast.backoff import Backoff, Retry
 from metaq_fast.errors import DuplicateBrokerError, InvalidArgumentError, ZooKeeperError
 from metaq_fast.zk import paths
 from metaq_fast.zk.ops import DeadlineOps
@@ -69,9 +70,11 @@ STOP_TIMEOUT_S_DEFAULT = 10.0
 # long after ZooKeeper is back.
 RECONNECT_DELAY_MIN_S = 0.1
 RECONNECT_DELAY_MAX_S = 2.0
-# Retry of a failed pass or topic change while connected (also of a broker id found taken).
+# Retry of a failed pass or topic change while connected (also of a broker id found taken);
+# jittered so that the brokers of a cluster do not retry in step after a ZooKeeper outage.
 RETRY_DELAY_MIN_S = 0.2
 RETRY_DELAY_MAX_S = 5.0
+RETRY_BACKOFF = Backoff(RETRY_DELAY_MIN_S, RETRY_DELAY_MAX_S, jitter=0.2)
 # Part of stop()'s timeout kept for closing the kazoo client after unregistering.
 CLOSE_RESERVE_S_MAX = 1.0
 
@@ -202,7 +205,7 @@ class BrokerRegistry:
         self._applied: dict[str, tuple[TopicRegistration, int]] = {}  # topic -> (spec, session)
         self._pass_session: int | None = None  # session of the last successful pass
         self._retry_at: float | None = None
-        self._retry_delay_s = RETRY_DELAY_MIN_S
+        self._retry = Retry(RETRY_BACKOFF)
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -477,7 +480,7 @@ class BrokerRegistry:
                 client_id = client.client_id if client is not None else None
                 self._session_id = client_id[0] if client_id else None
                 self._retry_at = None
-                self._retry_delay_s = RETRY_DELAY_MIN_S
+                self._retry.reset()
             else:
                 self._registered.clear()
             self._state = state
@@ -563,9 +566,8 @@ class BrokerRegistry:
                     self._start_error = e
                     self._cond.notify_all()
                     return
-                delay = self._retry_delay_s
+                delay = self._retry.next_delay()
                 self._retry_at = time.monotonic() + delay
-                self._retry_delay_s = min(self._retry_delay_s * 2, RETRY_DELAY_MAX_S)
                 self._update_registered_locked()
             if isinstance(e, DuplicateBrokerError):
                 log.error("%s; retrying in %g s", e, delay)
@@ -583,7 +585,7 @@ class BrokerRegistry:
         previous: int | None = None
         with self._cond:
             self._retry_at = None
-            self._retry_delay_s = RETRY_DELAY_MIN_S
+            self._retry.reset()
             self._last_error = None
             self._record_done_locked(work)
             if work.full:
