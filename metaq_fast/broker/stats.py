@@ -34,6 +34,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 
 from .. import __version__
+from ..config import PARTITIONS_MAX
 from ..errors import BAD_REQUEST, INTERNAL_SERVER_ERROR, SUCCESS
 from ..protocol import encode_stats_body
 from ..layout import OWNER_RULE
@@ -268,6 +269,9 @@ class StatsService:
                 topic, start, end = args[0], int(args[1]), int(args[2])
                 if start < 0 or end < start:
                     raise ValueError("partitions must satisfy 0 <= start <= end")
+                if end - start >= PARTITIONS_MAX:  # a set of 2**31 entries would kill the worker
+                    raise ValueError(f"at most {PARTITIONS_MAX} partitions at once "
+                                     f"(numPartitions cannot exceed it)")
                 added = self.closed.close_partitions(topic, start, end)
                 return SUCCESS, f"closed {topic} partitions {start}..{end} ({added} newly)".encode()
             if verb == "openPartitions" and len(args) == 1:

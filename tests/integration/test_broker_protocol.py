@@ -6,6 +6,7 @@ processes and every vector exercises forwarding for one of them.
 
 import os
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -162,6 +163,17 @@ def test_closed_partition_refuses_with_403_and_reopens(broker, client):
     result(client.request(b"admin openPartitions test 54\r\n"), 200)
     assert put_ok(client.request(b"put test 0 5 0 -1 55\r\nhello"))[2] == 25
     other.close()
+
+
+def test_closing_an_absurd_partition_range_is_refused_and_the_worker_lives(broker, client):
+    pids = broker.worker_pids()
+    started = time.monotonic()
+    reply = client.request(b"admin closePartitions test 0 2000000000 60\r\n", timeout_s=10)
+    assert reply.code == 400 and b"at most 10000 partitions" in bytes(reply.body), reply
+    assert time.monotonic() - started < 5  # refused up front, not after building the set
+    result(client.request(b"admin closedPartitions 61\r\n"), 200)
+    assert put_ok(client.request(b"put test 0 5 0 -1 62\r\nhello"))
+    assert broker.worker_pids() == pids
 
 
 def test_unknown_command_and_bad_token_counts_close_the_connection(broker):
