@@ -7,8 +7,10 @@ ephemeral ``master_config_checksum``; per topic the ephemeral ``topics/<t>/<id>-
 count) and, when accepted, ``topics-pub/<t>/<id>-m`` / ``topics-sub/<t>/<id>-m`` (JSON). Every
 path and node format comes from ``metaq_fast.zk.paths``.
 
-Imports: the standard library, kazoo, ``metaq_fast.errors`` and ``metaq_fast.zk.paths`` / ``ops``
-(the deadline-bound ZooKeeper operations).
+Imports: the standard library, kazoo, ``metaq_fast.backoff``, ``metaq_fast.errors`` and
+``metaq_fast.zk.paths`` / ``ops`` (the deadline-bound ZooKeeper operations) / ``desired`` (the
+bookkeeping of wanted and applied registrations) / ``broker_nodes`` (the writes to this broker's
+nodes). This module is the reconciler: its threads, states, waits and retries.
 
 Threads: kazoo's connection thread calls ``_on_state`` (it only records the state and wakes the
 maintainer; kazoo forbids blocking there); one maintainer thread ("metaq-zk-registry-<id>") does
@@ -45,15 +47,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+from kazoo.exceptions import KazooException
 from kazoo.protocol.states import KazooState
 
 from metaq_fast.backoff import Backoff, Retry
 from metaq_fast.errors import DuplicateBrokerError, InvalidArgumentError, ZooKeeperError
 from metaq_fast.zk import paths
+from metaq_fast.zk.broker_nodes import BrokerNodes
+# TopicRegistration is part of this module's API (tests import it from here).
+from metaq_fast.zk.desired import DesiredState, TopicRegistration, Work
 from metaq_fast.zk.ops import DeadlineOps
 
 log = logging.getLogger(__name__)
@@ -83,27 +87,6 @@ _KAZOO_STATES = {
     KazooState.SUSPENDED: STATE_SUSPENDED,
     KazooState.LOST: STATE_LOST,
 }
-
-
-@dataclass(frozen=True)
-class TopicRegistration:
-    """What this broker publishes in ZooKeeper for one topic."""
-
-    num_partitions: int
-    accept_publish: bool = True
-    accept_subscribe: bool = True
-
-
-@dataclass
-class _Work:
-    """One unit of the maintainer: a full pass, or the changed topics only."""
-
-    full: bool
-    session_id: int | None
-    topics: dict[str, TopicRegistration]  # desired, snapshot
-    dirty: set[str]  # topics changed since their last registration (removed ones included)
-    checksum: int | None
-    done: dict[str, TopicRegistration | None] = field(default_factory=dict)
 
 
 class _Stopping(Exception):
@@ -153,15 +136,12 @@ class BrokerRegistry:
             )
         self._root = paths.normalize_root(root)
         self._broker_id = broker_id
-        self._master_path = paths.broker_master_path(self._root, broker_id)  # validates the id
-        self._id_path = paths.broker_id_path(self._root, broker_id)
-        self._checksum_path = paths.master_config_checksum_path(self._root, broker_id)
+        paths.broker_master_path(self._root, broker_id)  # validates the id
         try:
             paths.parse_broker_url(url)
         except ValueError as e:
             raise InvalidArgumentError(f"bad broker url: {e}") from None
         self._url = url
-        self._url_data = paths.encode_text(url)
         for name, value in (
             ("session_timeout_ms", session_timeout_ms),
             ("connection_timeout_ms", connection_timeout_ms),
@@ -181,6 +161,7 @@ class BrokerRegistry:
         self._sync_time_s = sync_time_ms / 1000.0
         self._op_timeout_s = (op_timeout_ms or session_timeout_ms) / 1000.0
         self._ops = DeadlineOps(self._op_timeout_s)
+        self._nodes = BrokerNodes(self._root, broker_id, url, self._ops)
         self._on_change = on_change
 
         self._lock = threading.Lock()
@@ -198,12 +179,7 @@ class BrokerRegistry:
         self._start_error: BaseException | None = None
         self._last_error: BaseException | None = None
         self._notes: list[str] = []  # states not yet reported to on_change
-        self._topics: dict[str, TopicRegistration] = {}  # desired
-        self._checksum = config_checksum  # desired
-        self._need_pass = True
-        self._dirty: set[str] = set()
-        self._applied: dict[str, tuple[TopicRegistration, int]] = {}  # topic -> (spec, session)
-        self._pass_session: int | None = None  # session of the last successful pass
+        self._desired = DesiredState(config_checksum)
         self._retry_at: float | None = None
         self._retry = Retry(RETRY_BACKOFF)
 
@@ -247,7 +223,7 @@ class BrokerRegistry:
     def registered_topics(self) -> dict[str, TopicRegistration]:
         """The topics this registry maintains (registered now or as soon as ZooKeeper allows)."""
         with self._lock:
-            return dict(self._topics)
+            return dict(self._desired.topics)
 
     def start(self, timeout_s: float = START_TIMEOUT_S_DEFAULT) -> None:
         """Connect, register the broker, its checksum and the topics known so far; once only.
@@ -368,9 +344,7 @@ class BrokerRegistry:
             if self._stopping:
                 log.warning("register_topic(%r) after stop() ignored", topic)
                 return False
-            self._topics[topic] = spec
-            if not self._topic_applied_locked(topic, spec):
-                self._dirty.add(topic)
+            if self._desired.set_topic(topic, spec, self._connected_session_locked()):
                 self._update_registered_locked()  # not every node registered until it is done
                 self._cond.notify_all()
             return self._wait_topic_locked(topic, spec, timeout_s)
@@ -389,10 +363,8 @@ class BrokerRegistry:
         with self._cond:
             if self._stopping:
                 return False
-            self._topics.pop(topic, None)
-            if topic not in self._applied and topic not in self._dirty:
+            if not self._desired.remove_topic(topic):
                 return True
-            self._dirty.add(topic)
             self._update_registered_locked()
             self._cond.notify_all()
             return self._wait_topic_locked(topic, None, timeout_s)
@@ -408,10 +380,8 @@ class BrokerRegistry:
         with self._cond:
             if self._stopping:
                 return False
-            if checksum == self._checksum:
+            if not self._desired.set_checksum(checksum):
                 return self._registered.is_set()
-            self._checksum = checksum
-            self._need_pass = True
             self._registered.clear()
             self._cond.notify_all()
             if self._client is None:
@@ -442,7 +412,9 @@ class BrokerRegistry:
         if self._ops_lock.acquire(timeout=max(0.0, unregister_deadline - time.monotonic())):
             try:
                 if client.state == KazooState.CONNECTED:
-                    unregistered = self._unregister_all(client, unregister_deadline)
+                    with self._lock:
+                        topics = self._desired.known_topics()
+                    unregistered = self._nodes.unregister_all(client, topics, unregister_deadline)
                 else:
                     log.warning(
                         "ZooKeeper %s unreachable at stop (%s): broker %d's ephemeral nodes go "
@@ -484,7 +456,7 @@ class BrokerRegistry:
             else:
                 self._registered.clear()
             self._state = state
-            self._need_pass = True
+            self._desired.need_pass = True
             self._notes.append(state)
             self._cond.notify_all()
         return False
@@ -501,7 +473,7 @@ class BrokerRegistry:
                         break
                     self._cond.wait(self._work_wait_s_locked())
                 stopping = self._stopping
-                work = self._take_work_locked() if ready and not stopping else None
+                work = self._desired.take_work(self._session_id) if ready and not stopping else None
             for note in notes:
                 self._report(note)
             if stopping:
@@ -513,7 +485,7 @@ class BrokerRegistry:
         return (
             self._state == STATE_CONNECTED
             and self._start_error is None
-            and (self._need_pass or bool(self._dirty))
+            and self._desired.pending()
             and (self._retry_at is None or time.monotonic() >= self._retry_at)
         )
 
@@ -522,22 +494,10 @@ class BrokerRegistry:
             self._retry_at is None
             or self._state != STATE_CONNECTED
             or self._start_error is not None
-            or not (self._need_pass or self._dirty)
+            or not self._desired.pending()
         ):
             return None
         return max(0.0, self._retry_at - time.monotonic())
-
-    def _take_work_locked(self) -> _Work:
-        work = _Work(
-            full=self._need_pass,
-            session_id=self._session_id,
-            topics=dict(self._topics),
-            dirty=set(self._dirty),
-            checksum=self._checksum,
-        )
-        self._need_pass = False
-        self._dirty.clear()
-        return work
 
     def _report(self, state: str) -> None:
         if self._on_change is None:
@@ -547,20 +507,20 @@ class BrokerRegistry:
         except Exception:  # noqa: BLE001 - a logging callback must not stop the maintainer
             log.exception("on_change(%r) of broker %d's registry failed", state, self._broker_id)
 
-    def _do_work(self, work: _Work) -> None:
+    def _do_work(self, work: Work) -> None:
         client = self.client
         assert client is not None
         try:
             with self._ops_lock:
                 if work.full:
-                    self._reconcile_all(client, work)
+                    self._nodes.reconcile_all(client, work, self._started, self._check_not_stopping)
                 else:
-                    self._apply_topics(client, work)
+                    self._nodes.apply_topics(client, work, self._check_not_stopping)
         except _Stopping:
             return
         except Exception as e:  # noqa: BLE001 - maintainer loop: log, retry with backoff
             with self._cond:
-                self._restore_work_locked(work)
+                self._desired.work_failed(work, self._session_id)
                 self._last_error = e
                 if isinstance(e, DuplicateBrokerError) and not self._started:
                     self._start_error = e
@@ -582,14 +542,11 @@ class BrokerRegistry:
                     self._broker_id, delay, exc_info=True,
                 )
             return
-        previous: int | None = None
         with self._cond:
             self._retry_at = None
             self._retry.reset()
             self._last_error = None
-            self._record_done_locked(work)
-            if work.full:
-                previous, self._pass_session = self._pass_session, work.session_id
+            previous = self._desired.work_done(work, self._session_id)
             self._update_registered_locked()
             self._cond.notify_all()
             started = self._started
@@ -602,171 +559,26 @@ class BrokerRegistry:
                 len(work.topics),
             )
 
-    def _restore_work_locked(self, work: _Work) -> None:
-        self._record_done_locked(work)
-        self._need_pass = self._need_pass or work.full
-        self._dirty |= work.dirty - work.done.keys()
-
-    def _record_done_locked(self, work: _Work) -> None:
-        if work.session_id is None:
-            return
-        for topic, spec in work.done.items():
-            if spec is None:
-                self._applied.pop(topic, None)
-            else:
-                self._applied[topic] = (spec, work.session_id)
-            # Marked again while this work ran, but for what was just applied: nothing to redo.
-            if self._topics.get(topic) == spec and work.session_id == self._session_id:
-                self._dirty.discard(topic)
-
     def _update_registered_locked(self) -> None:
-        ok = (
-            not self._stopping
-            and self._state == STATE_CONNECTED
-            and not self._need_pass
-            and not self._dirty
-            and self._pass_session is not None
-            and self._pass_session == self._session_id
-        )
-        if ok:
+        if not self._stopping and self._desired.complete(self._connected_session_locked()):
             self._registered.set()
         else:
             self._registered.clear()
+
+    def _connected_session_locked(self) -> int | None:
+        return self._session_id if self._state == STATE_CONNECTED else None
 
     def _check_not_stopping(self) -> None:
         if self._stopping:
             raise _Stopping()
 
-    # ---- registration (maintainer thread, under _ops_lock) ------------------------------------
-
-    def _reconcile_all(self, client: KazooClient, work: _Work) -> None:
-        """A pass: make every node of this broker match the desired state."""
-        self._ensure_master(client)
-        self._check_not_stopping()
-        got = self._ops.get(client, self._id_path)
-        if got is None:
-            self._ops.create(client, self._id_path, self._url_data, ephemeral=False)
-        elif got[0] != self._url_data:
-            self._ops.set(client, self._id_path, self._url_data)
-        checksum_data = (
-            None if work.checksum is None else paths.encode_config_checksum(work.checksum)
-        )
-        self._ops.reconcile_ephemeral(client, [(self._checksum_path, checksum_data)])
-        # Topics: the desired ones, and the removed ones still to delete.
-        for topic in sorted(work.topics.keys() | work.dirty):
-            self._check_not_stopping()
-            spec = work.topics.get(topic)
-            self._ops.reconcile_ephemeral(client, self._topic_nodes(topic, spec))
-            work.done[topic] = spec
-
-    def _ensure_master(self, client: KazooClient) -> None:
-        for _ in range(3):
-            got = self._ops.get(client, self._master_path)
-            if got is None:
-                if self._ops.create(client, self._master_path, self._url_data, ephemeral=True):
-                    return
-                continue  # created meanwhile by someone: look at it again
-            data, stat = got
-            if not self._ops.is_ours(client, stat):
-                try:
-                    holder = paths.decode_text(data)
-                except ValueError:
-                    holder = repr(data[:64])
-                owner = (
-                    f"session 0x{stat.ephemeralOwner:x}" if stat.ephemeralOwner else "no session"
-                )
-                what = "refusing to start" if not self._started else "not taking it over"
-                raise DuplicateBrokerError(
-                    f"broker id {self._broker_id} is already registered by {holder} (another "
-                    f"live broker); {what} ({self._master_path} is held by {owner})"
-                )
-            if data != self._url_data:
-                self._ops.set(client, self._master_path, self._url_data)
-            return
-        raise ZooKeeperError(f"{self._master_path} keeps appearing and vanishing")
-
-    def _apply_topics(self, client: KazooClient, work: _Work) -> None:
-        """MetaQ's registerTopicInZk for each changed topic: delete the three nodes, create."""
-        for topic in sorted(work.dirty):
-            self._check_not_stopping()
-            spec = work.topics.get(topic)
-            nodes = self._topic_nodes(topic, spec)
-            for path, _ in nodes:
-                self._ops.delete(client, path)
-            for path, data in nodes:
-                if data is not None and not self._ops.create(client, path, data, ephemeral=True):
-                    raise ZooKeeperError(f"{path} was created by someone else meanwhile")
-            work.done[topic] = spec
-
-    def _topic_nodes(
-        self, topic: str, spec: TopicRegistration | None
-    ) -> list[tuple[str, bytes | None]]:
-        """The three nodes of ``topic`` for this broker and their data (None: must not exist)."""
-        if spec is None:
-            return paths.topic_nodes(self._root, topic, self._broker_id, None)
-        return paths.topic_nodes(self._root, topic, self._broker_id, spec.num_partitions,
-                                 spec.accept_publish, spec.accept_subscribe)
-
-    # ---- unregistration (stop's thread, under _ops_lock) --------------------------------------
-
-    def _unregister_all(self, client: KazooClient, deadline: float) -> bool:
-        """Delete this session's nodes (MetaQ 6.2 step 5); False (logged) on any failure."""
-        with self._lock:
-            topics = sorted(self._topics.keys() | self._applied.keys() | self._dirty)
-        try:
-            topic_paths = [path for t in topics for path, _ in self._topic_nodes(t, None)]
-            current = self._ops.get_many(
-                client, [self._master_path, self._checksum_path, *topic_paths], deadline
-            )
-            master = current[self._master_path]
-            master_ours = master is not None and self._ops.is_ours(client, master[1])
-            if master_ours:
-                self._ops.delete(client, self._master_path, deadline, master[1].version)
-            elif master is not None:
-                log.warning(
-                    "%s belongs to another session at stop; leaving the broker nodes alone",
-                    self._master_path,
-                )
-            checksum = current[self._checksum_path]
-            if checksum is not None and self._ops.is_ours(client, checksum[1]):
-                self._ops.delete(client, self._checksum_path, deadline, checksum[1].version)
-            if master_ours:
-                self._delete_or_blank_id_node(client, deadline)
-            for path in topic_paths:
-                got = current[path]
-                if got is not None and self._ops.is_ours(client, got[1]):
-                    self._ops.delete(client, path, deadline, got[1].version)
-        except (ZooKeeperError, KazooException) as e:
-            log.warning(
-                "broker %d: unregistering from ZooKeeper failed: %s; its ephemeral nodes go "
-                "with the session", self._broker_id, e,
-            )
-            return False
-        return True
-
-    def _delete_or_blank_id_node(self, client: KazooClient, deadline: float) -> None:
-        path = self._id_path
-        try:
-            self._ops.result(client.delete_async(path), "delete", path, deadline)
-        except NoNodeError:
-            pass
-        except NotEmptyError:
-            # Slaves still registered below: keep the node, drop the master URL (MetaQ).
-            self._ops.set(client, path, b"", deadline)
-        except KazooException as e:
-            raise ZooKeeperError(f"delete {path}: {type(e).__name__}: {e}") from e
-
-    # ---- kazoo call helpers: every call bounded, errors name the path --------------------------
+    # ---- waiting for the maintainer -------------------------------------------------------------
 
     def _wait_topic_locked(
         self, topic: str, spec: TopicRegistration | None, timeout_s: float | None
     ) -> bool:
         def done() -> bool:
-            if self._need_pass or topic in self._dirty:
-                return False
-            if spec is None:
-                return topic not in self._applied
-            return self._topic_applied_locked(topic, spec)
+            return self._desired.topic_settled(topic, spec, self._connected_session_locked())
 
         if self._client is None:
             return False
@@ -775,14 +587,6 @@ class BrokerRegistry:
         return self._cond.wait_for(
             lambda: self._stopping or done(), self._wait_timeout(timeout_s)
         ) and not self._stopping and done()
-
-    def _topic_applied_locked(self, topic: str, spec: TopicRegistration) -> bool:
-        applied = self._applied.get(topic)
-        return (
-            applied is not None
-            and applied == (spec, self._session_id)
-            and self._state == STATE_CONNECTED
-        )
 
     def _wait_timeout(self, timeout_s: float | None) -> float:
         return self._op_timeout_s if timeout_s is None else max(0.0, timeout_s)
