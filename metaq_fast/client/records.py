@@ -127,7 +127,7 @@ class PartitionState:
 
     __slots__ = ("topic", "name", "broker_id", "number", "fetch_offset", "delivered",
                  "delivered_id", "consumed", "consumed_id", "committed", "max_bytes",
-                 "delay_s", "in_flight", "active", "generation", "fail_offset", "fail_count")
+                 "delay_s", "in_flight", "active", "fail_offset", "fail_count")
 
     def __init__(self, topic: str, name: str, offset: int, msg_id: int, max_bytes: int):
         self.topic = topic
@@ -143,6 +143,5 @@ class PartitionState:
         self.delay_s = 0.0
         self.in_flight = False
         self.active = True
-        self.generation = 0
         self.fail_offset = -1
         self.fail_count = 0
