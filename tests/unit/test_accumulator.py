@@ -1,0 +1,100 @@
+"""Unit tests of metaq_fast.client.accumulator: the producer's batching, without a broker."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import pytest
+
+from metaq_fast.client import accumulator as a
+from metaq_fast.errors import BufferFullError, RequestTimeoutError
+from metaq_fast.zk.paths import Partition
+
+P1, P2 = Partition(0, 1), Partition(0, 2)
+
+
+def make(**kw) -> a.Accumulator:
+    options = dict(batch_size=3, batch_bytes=1 << 20, linger_s=60.0, max_in_flight=1,
+                   buffer_bytes=1 << 20, block_s=0.05)
+    options.update(kw)
+    return a.Accumulator(**options)
+
+
+def slot(p: Partition, pinned: bool = False) -> tuple:
+    return ("t", p.broker_id, p.partition, pinned)
+
+
+def drain(acc: a.Accumulator, now: float):
+    with acc.lock:  # as the sender calls it
+        return acc.drain_locked(now)
+
+
+def test_module_is_pure():
+    imported = set()
+    for node in ast.walk(ast.parse(Path(a.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert imported <= {"__future__", "threading", "time", "collections", "concurrent",
+                        "..errors"}, imported
+
+
+def test_batch_closes_at_batch_size_and_drains_in_order():
+    acc = make()
+    futures = [acc.append(slot(P1), "t", P1, None, b"x%d" % i, 0) for i in range(4)]
+    assert [i for _f, i in futures] == [0, 1, 2, 0]  # the fourth opened a new batch
+    assert acc.unfinished == 2 and acc.queued == 1 and len(acc.filling) == 1
+    to_send, wait = drain(acc, time.monotonic())
+    assert [b.datas for b in to_send] == [[b"x0", b"x1", b"x2"]]
+    assert wait is not None and wait > 50  # the open batch lingers
+    assert acc.buffered == sum(20 + len(b"x%d" % i) for i in range(4))
+
+
+def test_batch_bytes_and_linger_close_a_batch():
+    acc = make(batch_bytes=50, linger_s=0.0)
+    acc.append(slot(P1), "t", P1, None, b"y" * 40, 0)  # 60 bytes with its header: closed
+    acc.append(slot(P2), "t", P2, None, b"z", 0)  # closed by linger at the next drain
+    assert acc.queued == 1
+    to_send, _wait = drain(acc, time.monotonic() + 0.001)
+    assert sorted(b.partition for b in to_send) == [P1, P2] and not acc.filling
+
+
+def test_max_in_flight_retry_backoff_and_done():
+    acc = make(batch_size=1)
+    acc.append(slot(P1), "t", P1, None, b"a", 0)
+    acc.append(slot(P1), "t", P1, None, b"b", 0)
+    now = time.monotonic()
+    (first,), _ = drain(acc, now)
+    assert drain(acc, now)[0] == []  # one in flight per partition
+    assert acc.requeue(first, P2, not_before_s=now + 30)  # a retry, elsewhere, later
+    (second,), wait = drain(acc, now)
+    assert second.datas == [b"b"] and first.partition == P2 and wait > 25
+    assert acc.done(second) and acc.unfinished == 1
+    second.future.set_result(None)
+    assert not acc.done(second)  # finished once only
+    assert not any(acc.in_flight.values())
+
+
+def test_full_buffer_blocks_then_raises():
+    acc = make(buffer_bytes=100)
+    acc.append(slot(P1), "t", P1, None, b"q" * 70, 0)
+    began = time.monotonic()
+    with pytest.raises(BufferFullError):
+        acc.append(slot(P1), "t", P1, None, b"r" * 70, 0)
+    assert time.monotonic() - began >= 0.04
+
+
+def test_flush_times_out_and_close_returns_leftovers():
+    acc = make()
+    acc.append(slot(P1), "t", P1, None, b"a", 0)
+    with pytest.raises(RequestTimeoutError):
+        acc.flush(0.05)
+    assert acc.queued == 1 and not acc.filling  # flush closed the open batch
+    (left,) = acc.close()
+    assert left.datas == [b"a"] and acc.closed
+    assert not acc.requeue(left, P1, 0.0)
