@@ -1,6 +1,8 @@
 """One segment of a partition log: a memory-mapped data file and its three sidecar tables.
 
-Imports: numpy, xxhash, metaq_fast.message / errors / limits and the storage helpers.
+Imports: numpy, metaq_fast.message / errors / limits and the storage helpers; the checks of
+records and batches (CRC, lengths, id/flag checks, batch hashes) are verify.py's, on the bytes
+mapped here.
 
 Files (see files.py): ``<start>.meta`` holds MetaQ records byte for byte; ``<start>.idx`` holds,
 per record, its position in the file; ``<start>.chk``, per record, a 32-bit check of its id and
@@ -35,7 +37,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import xxhash
 
 from .. import message
 from ..errors import StorageError
@@ -44,20 +45,20 @@ from . import files
 from .mapped import PAGE_BYTES, MappedTable, allocate, map_fd, round_up, search
 from .prefault import PREFAULTER, populate_now
 from .record_index import RecordIndex
+from .verify import (HEADER, batch_hash, check_records, good_batch_prefix, last_nonzero,
+                     record_problem, scan_valid_records)
 
 log = logging.getLogger(__name__)
 
 SUMS_DTYPE = np.dtype([("end", "<u8"), ("end_record", "<u8"), ("hash", "<u8")])
 SUMS_MAGIC = b"MQFSUM01"
-HEADER = message.HEADER_BYTES
-ZERO_HEADER = bytes(HEADER)
 # Records re-indexed by recovery or a rebuild are grouped into batches of about this size.
 REBUILD_BATCH_BYTES = 1 << 20
 REWRITE_CHUNK_BYTES = 4 << 20  # copies of at most this much when rewriting a tail
 
 _ID_RANGE = np.arange(8, dtype=np.int64)
 _RECORD_HEADER = struct.Struct(">iiqi")
-_hash = xxhash.xxh3_64_intdigest
+_hash = batch_hash  # verify.py's: the hash of a batch as the .sum table stores it
 
 
 class Segment:
@@ -487,20 +488,9 @@ class Segment:
         data = self.data_view(0, file_end) if file_end else np.zeros(0, dtype=np.uint8)
         sums = self.sums.entries()
         index_count = self.index.count
-        good_batches, good_end, good_records = 0, 0, 0
-        prev_end = prev_records = 0
-        hashed = []  # batches recovery has verified (those before trusted_end are trusted only)
-        for batch in range(len(sums)):
-            end, end_record, digest = (int(x) for x in sums[batch])
-            sane = prev_end < end <= file_end and prev_records < end_record <= index_count
-            if not sane:
-                break
-            if end > trusted_end:
-                if _hash(data[prev_end:end]) != digest:
-                    break
-                hashed.append(batch)
-            good_batches, good_end, good_records = batch + 1, end, end_record
-            prev_end, prev_records = end, end_record
+        # hashed: batches recovery has verified (those before trusted_end are trusted only)
+        good_batches, good_end, good_records, hashed = good_batch_prefix(
+            data, sums, file_end, index_count, trusted_end)
         scanned = scan_valid_records(data, good_end, file_end, self.index, good_records)
         end = good_end
         new_entries = []
@@ -553,99 +543,3 @@ class Segment:
             rows.append((batch_end, end_record, _hash(self.data_view(prev, batch_end))))
             prev = batch_end
         self.sums.append(np.array(rows, dtype=SUMS_DTYPE))
-
-
-# ---- record-by-record checks (recovery and damage location) -------------------------------
-
-
-def _read_header(data, pos: int):
-    length = int.from_bytes(bytes(data[pos : pos + 4]), "big", signed=True)
-    crc = int.from_bytes(bytes(data[pos + 4 : pos + 8]), "big", signed=True)
-    msg_id = int.from_bytes(bytes(data[pos + 8 : pos + 16]), "big", signed=True)
-    flag = int.from_bytes(bytes(data[pos + 16 : pos + 20]), "big", signed=True)
-    return length, crc, msg_id, flag
-
-
-def record_problem(data, pos: int, end: int, expected_check: int | None) -> tuple[str | None, int]:
-    """What is wrong with the record at ``pos`` (None if nothing) and its size."""
-    if pos + HEADER > end:
-        return "record header cut", 0
-    if bytes(data[pos : pos + HEADER]) == ZERO_HEADER:
-        return "end of data (zeroed space)", 0
-    length, crc, msg_id, flag = _read_header(data, pos)
-    if length < 0:
-        return f"negative length {length}", 0
-    size = HEADER + length
-    if pos + size > end:
-        return f"record of {size} bytes cut at {end - pos}", 0
-    if message.crc32(data[pos + HEADER : pos + size]) != crc:
-        return "checksum failure", size
-    if expected_check is not None:
-        check = int(message.header_checks(np.array([msg_id], dtype=np.int64), flag)[0])
-        if check != expected_check:
-            return "id or flag damaged", size
-    return None, size
-
-
-def _indexed_check(index: RecordIndex | None, record: int, pos: int) -> int | None:
-    if index is None or record >= index.count or index.position(record) != pos:
-        return None
-    return index.check(record)
-
-
-def check_records(data, start: int, end: int, index: RecordIndex | None,
-                  first_record: int) -> list[tuple[int, str]]:
-    """Every damaged record of ``data[start:end]``. Positions come from the index when it
-    agrees with the data, so one damaged record does not hide the ones after it."""
-    found = []
-    positions = None
-    if index is not None and index.count > first_record:
-        candidate = index.position_array()[first_record:].astype(np.int64)
-        candidate = candidate[(candidate >= start) & (candidate < end)]
-        if len(candidate) and int(candidate[0]) == start:
-            positions = candidate
-    if positions is None:
-        positions, _ = message.scan_positions(data, start, end)
-    for i, pos in enumerate(positions.tolist()):
-        next_pos = int(positions[i + 1]) if i + 1 < len(positions) else end
-        problem, size = record_problem(data, pos, end, _indexed_check(index, first_record + i, pos))
-        if problem is None and pos + size != next_pos:
-            problem = f"length field says {size - HEADER} bytes, next record is at {next_pos}"
-        if problem is not None:
-            found.append((pos, problem))
-    return found
-
-
-def scan_valid_records(data, start: int, end: int, index: RecordIndex | None, first_record: int):
-    """Records that are whole and valid from ``start`` on, stopping at the first bad one:
-    (positions, checks, end of the last good record), or an empty tuple if none."""
-    positions, checks = [], []
-    pos, record = start, first_record
-    while True:
-        expected = _indexed_check(index, record, pos)
-        problem, size = record_problem(data, pos, end, expected)
-        if problem is not None:
-            if pos < end and problem != "end of data (zeroed space)":
-                log.warning("recovery stops at position %d: %s", pos, problem)
-            break
-        length, _crc, msg_id, flag = _read_header(data, pos)
-        positions.append(pos)
-        checks.append(int(message.header_checks(np.array([msg_id], dtype=np.int64), flag)[0]))
-        pos += size
-        record += 1
-    if not positions:
-        return ()
-    return np.array(positions, dtype=np.uint32), np.array(checks, dtype=np.uint32), pos
-
-
-def last_nonzero(data, start: int, stop: int) -> int:
-    """Index of the last non-zero byte of ``data[start:stop]``, or -1."""
-    step = 8 << 20
-    pos = stop
-    while pos > start:
-        lo = max(start, pos - step)
-        nz = np.flatnonzero(np.asarray(data[lo:pos]))
-        if len(nz):
-            return lo + int(nz[-1])
-        pos = lo
-    return -1
