@@ -61,7 +61,8 @@ def server_ini(*, broker_id=0, port=0, data_path: Path, workers=2, zk_connect: s
 
 
 class BrokerProcess:
-    def __init__(self, directory: Path, **ini):
+    def __init__(self, directory: Path, host=None, **ini):
+        self.host = host  # a tests.cluster.netns.Host to run in (None: this namespace)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.data_path = ini.pop("data_path", self.directory / "data")
@@ -83,9 +84,12 @@ class BrokerProcess:
             pass
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "metaq_fast.cli", "-f", str(self.config_path),
+                "--ready-file", str(self.ready_path), *extra_args]
+        if self.host is not None:
+            argv = self.host.command(argv)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metaq_fast.cli", "-f", str(self.config_path), "--ready-file",
-             str(self.ready_path), *extra_args],
+            argv,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
             start_new_session=True, preexec_fn=die_with_parent)
         log.close()

@@ -59,7 +59,10 @@ def _complete_lines(path: Path) -> list[str]:
 class _Proc:
     """A script process started by a test; stopped by its PID only."""
 
-    def __init__(self, directory: Path, name: str, argv: list[str]):
+    def __init__(self, directory: Path, name: str, argv: list[str], host=None,
+                 module: str = "tests.clientproc"):
+        self.host = host  # a tests.cluster.netns.Host to run in (None: this namespace)
+        self.module = module
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -71,8 +74,11 @@ class _Proc:
         from tests.brokers import die_with_parent
 
         with open(self.log_path, "ab") as log:
+            argv = [sys.executable, "-m", self.module, *self.argv]
+            if self.host is not None:
+                argv = self.host.command(argv)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.clientproc", *self.argv], stdout=log,
+                argv, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
                 preexec_fn=die_with_parent)
@@ -117,7 +123,7 @@ class ConsumerProc(_Proc):
     def __init__(self, directory: Path, *, zk: str, group: str, topic: str, consumer_id: str,
                  name: str | None = None, max_records: int = 0, fetch_bytes: int = 1 << 20,
                  commit_interval_ms: float = 1000.0, session_timeout_s: float = 4.0,
-                 max_batches: int = 64):
+                 max_batches: int = 64, host=None):
         name = name or f"consumer-{group}-{consumer_id}"
         self.out_path = Path(directory) / f"{name}.records"
         self.state_path = Path(directory) / f"{name}.state.json"
@@ -128,7 +134,7 @@ class ConsumerProc(_Proc):
             consumer_id, "--out", str(self.out_path), "--state", str(self.state_path),
             "--max-records", str(max_records), "--fetch-bytes", str(fetch_bytes),
             "--commit-interval-ms", str(commit_interval_ms), "--session-timeout-s",
-            str(session_timeout_s), "--max-batches", str(max_batches)])
+            str(session_timeout_s), "--max-batches", str(max_batches)], host=host)
 
     def records(self) -> list[tuple[str, int, bytes]]:
         """Every record written so far: (partition string, offset, payload), in arrival order."""

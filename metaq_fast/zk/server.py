@@ -170,6 +170,8 @@ class LocalZooKeeper:
         zookeeper_jar: the server jar.
     """
 
+    main_class = MAIN_CLASS  # a quorum member (the tests' ensemble) runs QuorumPeerMain
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -290,7 +292,7 @@ class LocalZooKeeper:
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-cp",
             classpath,
-            MAIN_CLASS,
+            self.main_class,
             str(self.config_path),
         ]
         setpriv = shutil.which("setpriv")
