@@ -8,8 +8,8 @@ groups, each on a host of its own (tests/cluster/netns.py), and the audit of wha
         assert all(g.lost == 0 for g in audit.groups.values())
 
 Hosts: ``zk1..zk3`` (198.18.0.1-3), ``b1..bN`` the brokers (brokerId 1..N, port 8123 each, in
-its own namespace), ``p1`` the producers, ``c1`` / ``c2`` the two consumer groups' processes,
-and ``ctl``, where the test's own ZooKeeper client lives (it is never faulted). Brokers and
+its own namespace), ``p1`` the producers, ``c1`` / ``c2`` the consumers (consumer ``i`` of each
+of the two groups on ``c<i % 2 + 1>``, so a group survives the loss of one), and ``ctl``, where the test's own ZooKeeper client lives (it is never faulted). Brokers and
 clients use ``zk.zkConnect=198.18.0.1:2181,198.18.0.2:2181,198.18.0.3:2181/metaq`` and 4 s
 sessions. ``close`` stops every process by PID and deletes every namespace, also after a
 failure.
@@ -51,7 +51,7 @@ class Cluster:
             zk_hosts = [self.net.add_host(f"zk{i}") for i in (1, 2, 3)]
             self.ctl = self.net.add_host("ctl")
             self.producer_host = self.net.add_host("p1")
-            self.consumer_hosts = {"g1": self.net.add_host("c1"), "g2": self.net.add_host("c2")}
+            self.consumer_hosts = [self.net.add_host("c1"), self.net.add_host("c2")]
             self.ensemble = Ensemble(zk_hosts, self.directory / "zk").start()
             self.zk_connect = self.ensemble.connect_string(CHROOT)
             self.zk = self.ctl.call(self._control_client)
@@ -88,21 +88,34 @@ class Cluster:
             self.wait_registered(broker_id)
         return broker
 
-    def registered(self, broker_id: int) -> bool:
+    def registered_broker(self, broker_id: int) -> bool:
+        """Its master node and its topic's ``topics-pub`` entry are in ZooKeeper."""
         from kazoo.exceptions import NoNodeError
 
         try:
-            self.zk.get(f"/meta/brokers/ids/{broker_id}/master")
-            return bool(self.zk.get_children(f"/meta/brokers/topics-pub/{TOPIC}"))
+            if self.zk.exists(f"/meta/brokers/ids/{broker_id}/master") is None:
+                return False
+            return f"{broker_id}-m" in self.zk.get_children(f"/meta/brokers/topics-pub/{TOPIC}")
         except NoNodeError:
             return False
 
     def wait_registered(self, broker_id: int, timeout_s: float = 30.0) -> None:
-        wait_until(lambda: self.registered(broker_id), timeout_s=timeout_s,
+        wait_until(lambda: self.registered_broker(broker_id), timeout_s=timeout_s,
                    message=f"broker {broker_id} registered in ZooKeeper")
 
     def host_of(self, broker_id: int):
         return self.brokers[broker_id].host
+
+    def zk_hosts(self):
+        return [m.node for m in self.ensemble.members]
+
+    def owners(self, group: str) -> dict[str, str]:
+        from tests.clientproc import owners
+
+        return owners(self.zk, group, TOPIC)
+
+    def partition_strings(self) -> list[str]:
+        return sorted(f"{b}-{p}" for b in self.brokers for p in range(self.partitions))
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -112,7 +125,7 @@ class Cluster:
                 proc = ConsumerProc(self.directory / group, zk=self.zk_connect, group=group,
                                     topic=TOPIC, consumer_id=f"{group}c{i}",
                                     commit_interval_ms=500, session_timeout_s=SESSION_TIMEOUT_S,
-                                    host=self.consumer_hosts[group])
+                                    host=self.consumer_hosts[i % len(self.consumer_hosts)])
                 self.groups[group].append(proc.start())
 
     def start_load(self, producers: int = 2, rate: int = 400, seconds: float = 20.0) -> None:
@@ -123,6 +136,14 @@ class Cluster:
                                 zk=self.zk_connect, topic=TOPIC, producer_id=f"p{i}",
                                 rate=rate, seconds=seconds, session_timeout_s=SESSION_TIMEOUT_S)
             self.producers.append(load.start())
+
+    def acked_count(self) -> int:
+        return sum(p.acked() for p in self.producers)
+
+    def acked_partitions(self, since: float) -> set[str]:
+        """Partitions that acknowledged a message at or after ``since`` (time.time())."""
+        return {r[2] for p in self.producers for r in p.results()
+                if r[0] == "ok" and r[4] >= since}
 
     def wait_load_done(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
