@@ -96,7 +96,8 @@ class Consumer(ClusterClient):
             offsets=OffsetReader(self.zk, start_offset, auto_offset_reset),
             fetch_bytes=fetch_bytes, commit_interval_s=commit_interval_ms / 1000.0,
             rebalance_backoff_s=rebalance_backoff_ms / 1000.0,
-            on_claimed=self._fetcher.start, on_released=self._forget_polled)
+            on_claimed=self._fetcher.start, on_released=self._forget_polled,
+            on_suspended=self._fetcher.pause, on_resumed=self._fetcher.resume)
         self._lock = self._group.lock
         if topics:
             self.subscribe(topics)

@@ -62,12 +62,34 @@ class Fetcher:
         self._seq = 0
         self._deadlines: dict[int, tuple[float, object]] = {}  # opaque -> (deadline, conn)
         self._closed = False
+        self._paused = False  # ZooKeeper connection suspended: ownership in doubt
+        self._parked: list[PartitionState] = []  # waiting for resume()
         self._thread = threading.Thread(target=self._run, name="metaq-consumer-fetch", daemon=True)
         self._thread.start()
 
     def start(self, state: PartitionState) -> None:
         """Begin fetching a partition just claimed (it stops when ``state.active`` goes false)."""
         self._schedule_fetch(state, 0.0)
+
+    def pause(self) -> None:
+        """Start no fetch and take no answer until ``resume`` (what is already in ``fetched``
+        stays: it was fetched while ownership was certain)."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            parked, self._parked = self._parked, []
+        for state in parked:
+            self._schedule_fetch(state, 0.0)
+
+    def _park_if_paused(self, state: PartitionState) -> bool:
+        with self._cond:
+            if self._paused:
+                self._parked.append(state)
+                return True
+        return False
 
     def close(self, timeout_s: float = 10.0) -> None:
         with self._cond:
@@ -127,6 +149,8 @@ class Fetcher:
         return expired
 
     def _fetch(self, state: PartitionState) -> None:
+        if self._park_if_paused(state):
+            return
         if self.fetched.qsize() >= self.queued_batches_max:  # the application is behind
             self._schedule_fetch(state, BEHIND_RECHECK_S)
             return
@@ -168,6 +192,8 @@ class Fetcher:
         state.in_flight = False
         if not state.active:
             return
+        if self._park_if_paused(state):
+            return  # not taken: fetch_offset stays, the same records are fetched on resume
         try:
             self._take_fetched(state, offset, future)
         except Exception:  # noqa: BLE001 - a bad answer must not stop this partition for good

@@ -11,6 +11,8 @@ Group protocol (reference sections 8.1-8.5, so our consumers and MetaQ's can sha
 * on every change of the group's ids, of a topic's ``topics-sub`` brokers, or of the ZooKeeper
   session, the coordinator thread rebalances: consumer ids and ``<brokerId>-<partition>`` strings
   sorted as strings, MetaQ's DEFAULT split (``balance.assign``);
+* while the connection is SUSPENDED (lost, session maybe expiring) nothing is fetched; on LOST
+  (expired) everything owned is dropped at once, before fetching resumes;
 * partitions it no longer gets are released: fetching stops, offsets are committed, then its
   ``owners`` node is deleted; partitions it gets are claimed with an ephemeral ``owners`` node.
   A node still held by another consumer (it has not released yet) is watched, as kazoo's Lock
@@ -21,8 +23,8 @@ Group protocol (reference sections 8.1-8.5, so our consumers and MetaQ's can sha
   latest) offset.
 
 States (kazoo partitioner style): JOINING -> BALANCED <-> REBALANCING; on SUSPENDED it claims
-nothing new; on LOST (session expired) it stops fetching everything at once (another consumer
-may own those partitions now) and rejoins when the session is back. ZooKeeper errors during a
+nothing new and fetches nothing; on LOST (session expired) it stops fetching everything at once
+(another consumer may own those partitions now) and rejoins when the session is back. ZooKeeper errors during a
 rebalance are retried with a jittered back-off from ``rebalance_backoff_s`` up to
 ``REBALANCE_BACKOFF_MAX_S``.
 
@@ -63,7 +65,7 @@ class _Outcome:
 class GroupCoordinator:
     def __init__(self, zk, cluster, *, root: str, group: str, consumer_id: str, strategy,
                  offsets, fetch_bytes: int, commit_interval_s: float, rebalance_backoff_s: float,
-                 on_claimed, on_released):
+                 on_claimed, on_released, on_suspended=None, on_resumed=None):
         self.zk = zk
         self.cluster = cluster
         self.root = root
@@ -78,6 +80,8 @@ class GroupCoordinator:
                                     factor=2.0, jitter=0.2))
         self._on_claimed = on_claimed
         self._on_released = on_released
+        self._on_suspended = on_suspended or (lambda: None)
+        self._on_resumed = on_resumed or (lambda: None)
         self.topics: list[str] = []
         self.lock = threading.RLock()  # owned partitions and their positions (shared w/ poll)
         self.owned: dict[tuple[str, str], PartitionState] = {}
@@ -145,10 +149,22 @@ class GroupCoordinator:
     # ---- the coordinator thread -----------------------------------------------------------
 
     def _on_zk_state(self, state) -> None:
-        if state == KazooState.LOST:
+        """Kazoo's session states, on its event thread (quick work only, no ZooKeeper calls).
+
+        SUSPENDED: the connection is gone and the session may expire before it comes back, and
+        with it our owner nodes; delivering on would make this consumer a second owner once
+        another one claims them, so fetching pauses at once (as Curator's recipes give up a
+        lock on SUSPENDED). LOST: the session expired; everything owned is dropped here, before
+        the connection's CONNECTED resumes the fetcher. CONNECTED: same session (ownership held
+        all along) or a new one (nothing owned any more; the rebalance claims again)."""
+        if state == KazooState.SUSPENDED:
+            self._on_suspended()
+        elif state == KazooState.LOST:
             self._session_lost.set()
+            self._drop_all("ZooKeeper session expired")
             self._events.put("lost")
         elif state == KazooState.CONNECTED:
+            self._on_resumed()
             self._events.put("connected")
 
     def _run(self) -> None:
@@ -350,10 +366,15 @@ class GroupCoordinator:
             log.warning("consumer %s dropped %d partition(s): %s", self.consumer_id, len(dropped), why)
 
     def _commit_state(self, state: PartitionState) -> None:
-        if state.consumed == state.committed:
+        # The position is read once, under the lock that poll marks it with: a poll during a
+        # slow write moves it on, and only what was written may count as committed (else the
+        # newer position would never be written, and a clean close would skip it).
+        with self.lock:
+            consumed, consumed_id = state.consumed, state.consumed_id
+        if consumed == state.committed:
             return
         path = paths.offset_path(self.root, self.group, state.topic, state.name)
-        data = paths.encode_offset(state.consumed_id, state.consumed)
+        data = paths.encode_offset(consumed_id, consumed)
         try:
             try:
                 self.zk.set(path, data)
@@ -361,4 +382,4 @@ class GroupCoordinator:
                 self.zk.create(path, data, makepath=True)
         except KazooException as exc:
             raise ZooKeeperError(f"cannot commit offset of {state.topic}:{state.name}: {exc}") from exc
-        state.committed = state.consumed
+        state.committed = consumed

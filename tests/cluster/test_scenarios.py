@@ -132,7 +132,13 @@ def test_consumer_host_cut_partitions_reowned(make_cluster):
         time.sleep(3)
     finally:
         cluster.net.rejoin(cut_host)
-    assert_nothing_lost(cluster.finish())
+    audit = cluster.finish()
+    assert_nothing_lost(audit)
+    # Redelivery is bounded by what was polled since the last commit (500 ms) when the host was
+    # cut; a cut consumer that delivered on after the heal, a second owner, made thousands.
+    window = 2 * 300 * (0.5 + 1.0)
+    for group, result in audit.groups.items():
+        assert result.duplicates <= window, (group, result.duplicates)
 
 
 def test_zookeeper_leader_killed(make_cluster):

@@ -7,7 +7,10 @@ real ZooKeeper (issue 12.2).
   claim within the 2 s the test allows.
 * Periodic offset commits run on the coordinator thread, not the fetch thread: with ZooKeeper
   frozen (SIGSTOP of a private server, so a commit hangs in ``set``) records put to the broker
-  are still fetched and delivered. They used to stall behind the hanging commit.
+  are still fetched and delivered. They used to stall behind the hanging commit. And the
+  position polled during that hanging write is committed once ZooKeeper is back: the write
+  used to count the newer position as committed, so it was never written.
+* While the ZooKeeper connection is suspended nothing is delivered (ownership is in doubt).
 
 Every wait is bounded; the consumer is closed and ZooKeeper resumed and stopped in ``finally``.
 """
@@ -101,17 +104,17 @@ def test_fetching_goes_on_while_a_commit_hangs_on_zookeeper(brokers, frozen_zk):
     broker = brokers(zk_connect=frozen_zk.connect_string, workers=1,
                      topics={TOPIC: {"numPartitions": 1}})
     consumer = Consumer(frozen_zk.connect_string, group=GROUP, topics=[TOPIC],
-                        commit_interval_ms=50, zk_session_timeout_s=30)
+                        commit_interval_ms=300, zk_session_timeout_s=30)
     try:
         wait_until(lambda: consumer.assignment() == {TOPIC: ["0-0"]}, timeout_s=15,
                    message="the consumer owns the partition")
         before = [b"before-%03d" % i for i in range(20)]
         put(broker.port, before)
         assert poll_until(consumer, len(before), timeout_s=10) == before
-        consumer.poll(timeout_s=0.05)  # marks them consumed: the next commit has work
+        consumer.poll(timeout_s=0.0)  # marks them consumed: the next commit has work
         os.kill(frozen_zk.pid, signal.SIGSTOP)
         try:
-            time.sleep(0.3)  # a commit is due every 50 ms: one now hangs in ZooKeeper
+            time.sleep(0.5)  # a commit is due every 300 ms: one now hangs in ZooKeeper
             during = [b"during-%03d" % i for i in range(20)]
             put(broker.port, during)
             started = time.monotonic()
@@ -126,6 +129,41 @@ def test_fetching_goes_on_while_a_commit_hangs_on_zookeeper(brokers, frozen_zk):
         wait_until(lambda: consumer.zk.exists(offset_path) is not None and
                    consumer.zk.get(offset_path)[0].endswith(
                        b"-%d" % consumer.positions()[(TOPIC, "0-0")]),
-                   timeout_s=30, message="the commit lands once ZooKeeper is back")
+                   timeout_s=30, message=lambda: (
+                       f"the commit lands once ZooKeeper is back: zk {consumer.zk.state}, "
+                       f"node {consumer.zk.exists(offset_path) and consumer.zk.get(offset_path)[0]}, "
+                       f"positions {consumer.positions()}"))
+    finally:
+        consumer.close()
+
+
+def test_nothing_is_delivered_while_the_zookeeper_connection_is_suspended(brokers, frozen_zk):
+    """A consumer cut from ZooKeeper may have lost its session (and its partitions to another
+    consumer) without knowing: from SUSPENDED on it fetches nothing, and goes on once the
+    session is back or it has rejoined. It used to deliver on, a second owner (seen in the
+    cluster scenario of a consumer host cut: thousands of duplicates after the heal)."""
+    broker = brokers(zk_connect=frozen_zk.connect_string, workers=1,
+                     topics={TOPIC: {"numPartitions": 1}})
+    consumer = Consumer(frozen_zk.connect_string, group=GROUP, topics=[TOPIC],
+                        commit_interval_ms=100, zk_session_timeout_s=4,
+                        max_fetch_delay_ms=200)  # an idle partition is fetched every 0.2 s
+    try:
+        wait_until(lambda: consumer.assignment() == {TOPIC: ["0-0"]}, timeout_s=15,
+                   message="the consumer owns the partition")
+        before = [b"before-%03d" % i for i in range(10)]
+        put(broker.port, before)
+        assert poll_until(consumer, len(before), timeout_s=10) == before
+        os.kill(frozen_zk.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: consumer.zk.state == "SUSPENDED", timeout_s=10,
+                       message="the consumer's connection is suspended")
+            during = [b"during-%03d" % i for i in range(10)]
+            put(broker.port, during)
+            delivered_while_suspended = poll_until(consumer, len(during), timeout_s=2.0)
+        finally:
+            os.kill(frozen_zk.pid, signal.SIGCONT)
+        assert delivered_while_suspended == [], "delivered with its ownership in doubt"
+        got = poll_until(consumer, len(during), timeout_s=30)
+        assert got[-len(during):] == during and set(got) <= set(before) | set(during)
     finally:
         consumer.close()
