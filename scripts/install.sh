@@ -26,6 +26,8 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 # gcc and libc headers build the fsync fault-injection library of tests/fault/test_fsync_failure.py
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+# ip (netns, veth, bridge) runs the test hosts of tests/cluster
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -n "$PYTHON" ] || { missing+=(python3); PYTHON=/usr/bin/python3; }
 if [ -x "$PYTHON" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
