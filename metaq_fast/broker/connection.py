@@ -25,7 +25,7 @@ from collections import deque
 
 from ..errors import SERVICE_UNAVAILABLE, ProtocolError
 from ..limits import LINE_BYTES_MAX
-from ..protocol import RequestDecoder, encode_result
+from ..protocol import RequestDecoder, ResponseDecoder, ResultReply, encode_result
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,12 @@ class WorkerLink:
 
     Requests are MetaQ put commands; every one is answered by exactly one ``result`` frame, in
     order, so replies are matched by position: the frames of a forwarded run fill its
-    ``Pending`` in the client's queue. If the owner is down (restarting after a crash) the
-    requests are answered with ``fail()`` at once: a clear, retriable 503, never silence.
+    ``Pending`` in the client's queue. The frames are read by the protocol's
+    ``ResponseDecoder``, the one reply parser. If the owner is down (restarting after a crash)
+    the requests are answered with ``fail()`` at once: a clear, retriable 503, never silence;
+    so are the waiting ones when the link breaks - the owner closed it, or sent a frame the
+    decoder refuses (bad length, garbage, a reply other than ``result``), after which nothing
+    on the stream can be matched any more.
     """
 
     def __init__(self, conn: Connection, slot: int):
@@ -284,8 +288,9 @@ class WorkerLink:
         self.loop = conn.loop
         self.slot = slot
         self.broken = False
-        self.waiting: deque = deque()  # [pending, replies still expected, frames, fail]
-        self.inbuf = b""
+        self.waiting: deque = deque()  # [pending, replies still expected, replies, fail, convert]
+        self.expected = 0  # replies still expected, all entries together
+        self.decoder = ResponseDecoder()  # the client's reply parser: the worker speaks MetaQ
         self.outbuf: deque = deque()
         self.writing = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -307,6 +312,7 @@ class WorkerLink:
             pending.resolve(fail(0))
             return
         self.waiting.append([pending, replies, [], fail, convert])
+        self.expected += replies
         self.outbuf.append(request)
         if extra is not None:
             self.outbuf.extend(extra)
@@ -344,39 +350,42 @@ class WorkerLink:
         if not data:
             self._break()
             return
-        buf = self.inbuf + data if self.inbuf else data
-        pos = 0
-        n = len(buf)
+        decoder = self.decoder
         waiting = self.waiting
-        while pos < n and waiting:
-            eol = buf.find(b"\r\n", pos, pos + 64)
-            if eol < 0:
-                break
-            head = buf[pos:eol].split(b" ")
-            if len(head) != 4 or head[0] != b"result" or not head[2].isdigit():
-                # never raise out of this loop callback: the waiting requests get their 503
-                log.error("worker %d answered a forwarded put with %r", self.slot, buf[pos:eol][:64])
-                self._break()
-                return
-            end = eol + 2 + int(head[2])
-            if end > n:
-                break
-            entry = waiting[0]
-            entry[2].append(buf[pos:end])
-            entry[1] -= 1
-            if entry[1] == 0:
-                waiting.popleft()
-                frames = b"".join(entry[2]) if len(entry[2]) > 1 else entry[2][0]
-                convert = entry[4]
-                if convert is not None:
-                    try:
-                        frames = convert(frames)
-                    except Exception:
-                        log.exception("cannot turn worker %d's answer into replies", self.slot)
-                        frames = entry[3](0)
-                entry[0].resolve(frames)
-            pos = end
-        self.inbuf = buf[pos:]
+        try:
+            decoder.feed(data)
+            # Only as many replies as requests wait: frames are matched by position.
+            while self.expected:
+                replies = decoder.read_commands(self.expected)
+                if not replies:
+                    break  # the decoder needs more bytes
+                self.expected -= len(replies)
+                for reply in replies:
+                    if type(reply) is not ResultReply:  # a value(s) frame: not a put's answer
+                        raise ProtocolError(f"expected a result frame, got {reply!r:.80}")
+                    entry = waiting[0]
+                    entry[2].append(reply)
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        waiting.popleft()
+                        self._answer(entry)
+        except ProtocolError as exc:
+            # never raise out of this loop callback: the waiting requests get their 503
+            log.error("worker %d answered a forwarded put with a malformed frame (%s); closing "
+                      "the link", self.slot, exc)
+            self._break()
+
+    def _answer(self, entry: list) -> None:
+        """Fill an entry's ``Pending`` with its replies, as the worker sent them (or converted)."""
+        frames = _frames(entry[2])
+        convert = entry[4]
+        if convert is not None:
+            try:
+                frames = convert(frames)
+            except Exception:
+                log.exception("cannot turn worker %d's answer into replies", self.slot)
+                frames = entry[3](0)
+        entry[0].resolve(frames)
 
     def _break(self) -> None:
         if self.broken:
@@ -388,8 +397,9 @@ class WorkerLink:
             if convert is not None or not frames:
                 pending.resolve(fail(0))
             else:
-                pending.resolve(b"".join(frames) + fail(len(frames)))
+                pending.resolve(_frames(frames) + fail(len(frames)))
         self.waiting.clear()
+        self.expected = 0
         self.close()
 
     def close(self) -> None:
@@ -400,6 +410,15 @@ class WorkerLink:
             self.loop.remove_writer(self.fd)
         self.sock.close()
         self.fd = None
+
+
+def _frames(replies: list) -> bytes:
+    """The bytes of a worker's ``result`` replies, passed on to the client: re-encoded from
+    the decoded replies, which gives back what the worker sent (it sends canonical frames)."""
+    if len(replies) == 1:
+        reply = replies[0]
+        return encode_result(reply.code, reply.body, reply.opaque)
+    return b"".join(encode_result(r.code, r.body, r.opaque) for r in replies)
 
 
 def unavailable(topic: str, partition: int, opaques) -> bytes:
