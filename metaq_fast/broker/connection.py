@@ -369,6 +369,10 @@ class WorkerLink:
                     if entry[1] == 0:
                         waiting.popleft()
                         self._answer(entry)
+            if not self.expected and decoder.buffered_bytes:
+                # The owner speaks only when asked: bytes nobody asked for are a broken frame,
+                # found now rather than when the next forwarded put (already stored) is answered.
+                raise ProtocolError(f"{decoder.buffered_bytes} unsolicited bytes after the replies")
         except ProtocolError as exc:
             # never raise out of this loop callback: the waiting requests get their 503
             log.error("worker %d answered a forwarded put with a malformed frame (%s); closing "

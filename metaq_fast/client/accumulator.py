@@ -28,7 +28,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 
-from ..errors import BufferFullError, RequestTimeoutError
+from ..errors import BufferFullError, ProducerClosedError, RequestTimeoutError
 
 RECORD_OVERHEAD_BYTES = 20  # what a message costs beyond its data (record header)
 
@@ -94,6 +94,7 @@ class Accumulator:
         """Add one message to ``slot``'s open batch (opened if there is none); returns the
         batch's future and the message's index in it."""
         with self.lock:
+            self._check_open_locked()
             self._reserve_locked(RECORD_OVERHEAD_BYTES + len(data))
             batch = self.filling.get(slot)
             if batch is None:
@@ -109,9 +110,16 @@ class Accumulator:
     def add_closed(self, batch: Batch) -> None:
         """Queue a batch built whole by the caller (``send_batch``)."""
         with self.lock:
+            self._check_open_locked()
             self._reserve_locked(batch.nbytes)
             self.unfinished += 1
             self._close_locked(batch)
+
+    def _check_open_locked(self) -> None:
+        # Checked under the lock: a send racing close() would otherwise add to an accumulator
+        # whose leftovers close() already took, a future nobody would ever resolve.
+        if self.closed:
+            raise ProducerClosedError("producer is closed")
 
     def _reserve_locked(self, nbytes: int) -> None:
         """Hold ``nbytes`` more unsent data, waiting (up to ``block_s``) while the buffer is

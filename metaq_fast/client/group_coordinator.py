@@ -89,7 +89,6 @@ class GroupCoordinator:
         self._events: queue.Queue = queue.Queue()
         self._me = paths.encode_text(consumer_id)
         self._unwatch = []
-        self._session_lost = threading.Event()
         self._registered = False
         self.rebalances = 0
         self.zk.add_listener(self._on_zk_state)
@@ -160,7 +159,6 @@ class GroupCoordinator:
         if state == KazooState.SUSPENDED:
             self._on_suspended()
         elif state == KazooState.LOST:
-            self._session_lost.set()
             self._drop_all("ZooKeeper session expired")
             self._events.put("lost")
         elif state == KazooState.CONNECTED:
@@ -212,8 +210,6 @@ class GroupCoordinator:
         if not self.topics:
             return None
         try:
-            if self._session_lost.is_set() and self.zk.state == KazooState.CONNECTED:
-                self._session_lost.clear()
             self._register()
             outcome = self._rebalance()
         except (KazooException, ZooKeeperError, OSError) as exc:
@@ -286,10 +282,36 @@ class GroupCoordinator:
         for key in sorted(wanted - owned):
             if not self._claim(*key):
                 outcome = _Outcome.WAITING
+        self._delete_stray_owner_nodes()
         if outcome == _Outcome.DONE:
             log.info("consumer %s owns %s", self.consumer_id,
                      ", ".join(f"{t}:{p}" for t, p in sorted(wanted)) or "nothing")
         return outcome
+
+    def _delete_stray_owner_nodes(self) -> None:
+        """Owner nodes of ours for partitions we do not hold: a release whose delete failed
+        (connection loss, session kept), or a claim made in a new session that the LOST drop
+        forgot. Left alone they would keep the partition from its owner until our session ends."""
+        with self.lock:
+            held = {k for k, s in self.owned.items() if s.active}
+        for topic in self.topics:
+            parent = paths.owners_topic_path(self.root, self.group, topic)
+            try:
+                children = self.zk.get_children(parent)
+            except NoNodeError:
+                continue
+            for name in children:
+                if (topic, name) in held:
+                    continue
+                path = f"{parent}/{name}"
+                try:
+                    data, stat = self.zk.get(path)
+                    if data == self._me and stat.ephemeralOwner == self.zk.client_id[0]:
+                        self.zk.delete(path, version=stat.version)
+                        log.warning("consumer %s: deleted its stray owner node %s:%s",
+                                    self.consumer_id, topic, name)
+                except NoNodeError:
+                    continue
 
     def _on_owner_node(self, _event) -> None:
         self._events.put("owner")

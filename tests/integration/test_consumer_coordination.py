@@ -167,3 +167,29 @@ def test_nothing_is_delivered_while_the_zookeeper_connection_is_suspended(broker
         assert got[-len(during):] == during and set(got) <= set(before) | set(during)
     finally:
         consumer.close()
+
+
+def test_a_stray_owner_node_of_ours_is_deleted_at_the_next_rebalance(brokers, zk_connect):
+    """A release whose delete failed (connection loss with the session kept) leaves our owner
+    node behind for a partition we no longer hold. The next rebalance deletes it; it used to
+    keep the partition from its new owner until our session ended. The failed delete is made
+    here by forgetting the partition without releasing it (the state a failed release leaves)."""
+    brokers(zk_connect=zk_connect, workers=1, topics={TOPIC: {"numPartitions": 2}})
+    first = Consumer(zk_connect, group=GROUP, topics=[TOPIC], consumer_id="a",
+                     zk_session_timeout_s=30)
+    second = None
+    try:
+        wait_until(lambda: first.assignment() == {TOPIC: ["0-0", "0-1"]}, timeout_s=15,
+                   message="the first consumer owns both partitions")
+        with first._group.lock:
+            state = first._group.owned.pop((TOPIC, "0-1"))
+            state.active = False
+        second = Consumer(zk_connect, group=GROUP, topics=[TOPIC], consumer_id="b",
+                          zk_session_timeout_s=30)
+        wait_until(lambda: second.assignment() == {TOPIC: ["0-1"]}, timeout_s=10,
+                   message="the second consumer gets the partition the stray node held")
+        assert first.assignment() == {TOPIC: ["0-0"]}
+    finally:
+        if second is not None:
+            second.close()
+        first.close()

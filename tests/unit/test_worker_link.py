@@ -104,3 +104,12 @@ def test_good_reply_then_garbage_answers_the_first_and_fails_the_rest():
     link, answers, raised = run_link([good + b"result 200 -3 1\r\n"], requests=3)
     assert answers == [good, unavailable("t", 0, [1]), unavailable("t", 0, [2])]
     assert link.broken and not raised
+
+
+def test_bytes_after_the_last_expected_reply_break_the_link_at_once():
+    """The owner answers only what was asked: trailing bytes are found when they arrive, not
+    when the next forwarded put (already stored by the owner) would be answered 503 for them."""
+    good = encode_put_ok(7, 0, 100, 0)
+    link, answers, raised = run_link([good + b"result 200 0 9\r\n"], requests=1)
+    assert answers == [good]
+    assert link.broken and not raised
