@@ -140,6 +140,13 @@ class Cluster:
     def acked_count(self) -> int:
         return sum(p.acked() for p in self.producers)
 
+    def wait_acked(self, count: int, timeout_s: float = 30.0) -> None:
+        """Wait until the producers have ``count`` more acknowledgements than now: the load
+        flows before a fault is made."""
+        target = self.acked_count() + count
+        wait_until(lambda: self.acked_count() >= target, timeout_s=timeout_s,
+                   message=lambda: f"{count} acknowledgements ({self.acked_count()}/{target})")
+
     def acked_partitions(self, since: float) -> set[str]:
         """Partitions that acknowledged a message at or after ``since`` (time.time())."""
         return {r[2] for p in self.producers for r in p.results()

@@ -35,19 +35,19 @@ def assert_single_owners(cluster) -> None:
 def test_rolling_restart_of_every_broker_over_its_data(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=25)
-    time.sleep(4)
+    cluster.wait_acked(1000)  # the load flows before the fault
     for broker_id, broker in cluster.brokers.items():
         assert broker.stop() == 0
         broker.start()
         cluster.wait_registered(broker_id)
-        time.sleep(3)
+        cluster.wait_acked(500)  # traffic goes on before the next broker stops
     assert_nothing_lost(cluster.finish())
 
 
 def test_broker_host_crash_and_return(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=25)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     crashed = cluster.host_of(2).crash()
     assert crashed, "the broker host ran nothing"
     wait_until(lambda: not cluster.registered_broker(2), timeout_s=SESSION_TIMEOUT_S + 4,
@@ -61,7 +61,7 @@ def test_broker_host_crash_and_return(make_cluster):
 def test_broker_host_cut_from_everything_then_healed(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=30)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     host = cluster.host_of(2)
     cluster.net.isolate(host)
     cut_at = time.monotonic()
@@ -86,7 +86,7 @@ def test_broker_cut_from_zookeeper_only(make_cluster):
     with no restart and traffic and consumers come back to it."""
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=30)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     host = cluster.host_of(2)
     for zk_host in cluster.zk_hosts():
         cluster.net.cut(host, zk_host)
@@ -115,7 +115,7 @@ def test_consumer_host_cut_partitions_reowned(make_cluster):
     cluster.start_load(producers=2, rate=300, seconds=30)
     wait_until(lambda: all(len(cluster.owners(g)) == len(cluster.partition_strings())
                            for g in cluster.groups), timeout_s=20, message="groups balanced")
-    time.sleep(2)
+    cluster.wait_acked(500)  # consumers are delivering before the cut
     cut_host = cluster.consumer_hosts[0]
     survivors = {g: {p.full_id for p in procs if p.host is not cut_host}
                  for g, procs in cluster.groups.items()}
@@ -144,7 +144,7 @@ def test_consumer_host_cut_partitions_reowned(make_cluster):
 def test_zookeeper_leader_killed(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=25)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     leader = cluster.ensemble.leader()
     assert leader is not None
     leader.kill()
@@ -162,7 +162,7 @@ def test_zookeeper_leader_killed(make_cluster):
 def test_zookeeper_quorum_lost_for_10_s(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=30)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     members = cluster.ensemble.members
     lost = [m for m in members if m is not cluster.ensemble.leader()][:1] + \
         [cluster.ensemble.leader()]
@@ -184,7 +184,7 @@ def test_zookeeper_quorum_lost_for_10_s(make_cluster):
 def test_new_broker_joins_mid_run(make_cluster):
     cluster = make_cluster(brokers=2)
     cluster.start_load(producers=2, rate=300, seconds=25)
-    time.sleep(5)
+    cluster.wait_acked(1000)  # the load flows before the fault
     cluster.add_broker(3)
     wait_until(lambda: any(p.startswith("3-") for p in
                            cluster.acked_partitions(since=time.time() - 1.0)),
