@@ -92,12 +92,16 @@ class Cluster:
         """Its master node and its topic's ``topics-pub`` entry are in ZooKeeper."""
         from kazoo.exceptions import NoNodeError
 
-        try:
-            if self.zk.exists(f"/meta/brokers/ids/{broker_id}/master") is None:
+        def read():
+            try:
+                if self.zk.exists(f"/meta/brokers/ids/{broker_id}/master") is None:
+                    return False
+                children = self.zk.get_children(f"/meta/brokers/topics-pub/{TOPIC}")
+                return f"{broker_id}-m" in children
+            except NoNodeError:
                 return False
-            return f"{broker_id}-m" in self.zk.get_children(f"/meta/brokers/topics-pub/{TOPIC}")
-        except NoNodeError:
-            return False
+
+        return self.read_zk(read)
 
     def wait_registered(self, broker_id: int, timeout_s: float = 30.0) -> None:
         wait_until(lambda: self.registered_broker(broker_id), timeout_s=timeout_s,
@@ -112,7 +116,16 @@ class Cluster:
     def owners(self, group: str) -> dict[str, str]:
         from tests.clientproc import owners
 
-        return owners(self.zk, group, TOPIC)
+        return self.read_zk(lambda: owners(self.zk, group, TOPIC))
+
+    def read_zk(self, read):
+        """``read()`` against the control client, retried through connection loss and session
+        expiry: scenarios that take the quorum away outlast the control client's own session,
+        and kazoo opens a new one once the ensemble serves again."""
+        from kazoo.retry import KazooRetry
+
+        return KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0, deadline=30.0,
+                          ignore_expire=True)(read)
 
     def partition_strings(self) -> list[str]:
         return sorted(f"{b}-{p}" for b in self.brokers for p in range(self.partitions))
