@@ -135,8 +135,9 @@ class Accumulator:
                 self.wake.wait(remaining)
         self.buffered += nbytes
 
-    def _close_locked(self, batch: Batch) -> None:
-        """Move a batch from filling to its slot's queue."""
+    def _close_locked(self, batch: Batch, first: bool = False) -> None:
+        """Move a batch from filling to its slot's queue: at the back, or at the front
+        (``first``) for a retry, which was sent before everything queued behind it."""
         if batch.closed:
             return
         batch.closed = True
@@ -146,7 +147,10 @@ class Accumulator:
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = deque()
-        queue.append(batch)
+        if first:
+            queue.appendleft(batch)
+        else:
+            queue.append(batch)
         self.queued += 1
         self.wake.notify_all()
 
@@ -221,7 +225,11 @@ class Accumulator:
 
     def requeue(self, batch: Batch, partition, not_before_s: float) -> bool:
         """Queue a failed batch again, to ``partition``, not before ``not_before_s``; False
-        (and nothing done) once closed, as nobody would read the queue."""
+        (and nothing done) once closed, as nobody would read the queue.
+
+        It goes to the front of its slot's queue, as Kafka's accumulator re-enqueues: the
+        batches queued there meanwhile were sent after it and wait behind its back-off, so with
+        ``max_in_flight=1`` a partition's messages are stored in send order across retries."""
         with self.lock:
             if self.closed:
                 return False
@@ -229,7 +237,7 @@ class Accumulator:
             batch.partition = partition
             batch.not_before_s = not_before_s
             batch.closed = False
-            self._close_locked(batch)
+            self._close_locked(batch, first=True)
         return True
 
     def done(self, batch: Batch) -> bool:

@@ -141,14 +141,21 @@ class Cluster:
                                     host=self.consumer_hosts[i % len(self.consumer_hosts)])
                 self.groups[group].append(proc.start())
 
-    def start_load(self, producers: int = 2, rate: int = 400, seconds: float = 20.0) -> None:
+    def start_load(self, producers: int = 2, rate: int = 400, seconds: float = 20.0,
+                   pinned: tuple[str, ...] = ()) -> None:
+        """``producers`` round-robin producers, plus one per partition in ``pinned`` that sends
+        only there with one batch in flight (a key-ordered user: its order must hold), in
+        batches of 5 so that a chunk queues several behind the one in flight."""
         if not any(self.groups.values()):
             self.start_groups()
-        for i in range(producers):
-            load = ProducerLoad(self.directory / "producers", host=self.producer_host,
-                                zk=self.zk_connect, topic=TOPIC, producer_id=f"p{i}",
-                                rate=rate, seconds=seconds, session_timeout_s=SESSION_TIMEOUT_S)
-            self.producers.append(load.start())
+        loads = [dict(producer_id=f"p{i}") for i in range(producers)]
+        loads += [dict(producer_id=f"k{i}", partition=p, max_in_flight=1, batch_size=5)
+                  for i, p in enumerate(pinned)]
+        for load in loads:
+            producer = ProducerLoad(self.directory / "producers", host=self.producer_host,
+                                    zk=self.zk_connect, topic=TOPIC, rate=rate, seconds=seconds,
+                                    session_timeout_s=SESSION_TIMEOUT_S, **load)
+            self.producers.append(producer.start())
 
     def acked_count(self) -> int:
         return sum(p.acked() for p in self.producers)

@@ -80,6 +80,28 @@ def test_max_in_flight_retry_backoff_and_done():
     assert not any(acc.in_flight.values())
 
 
+def test_a_retry_goes_before_what_was_queued_after_it():
+    """Order within a pinned partition across a retry (found by the cluster auditor): the
+    retried batch re-entered its slot's queue at the back, so with max_in_flight=1 a batch sent
+    after it was stored first."""
+    acc = make(batch_size=1)
+    pinned = slot(P1, pinned=True)
+    for data in (b"a", b"b", b"c"):
+        acc.append(pinned, "t", P1, None, data, 0)
+    now = time.monotonic()
+    (first,), _ = drain(acc, now)
+    assert first.datas == [b"a"]
+    assert acc.requeue(first, P1, not_before_s=now + 0.5)  # its attempt failed: back-off
+    assert drain(acc, now)[0] == []  # b waits behind a's back-off, it does not overtake it
+    sent = []
+    for _ in range(3):
+        (batch,), _ = drain(acc, now + 1.0)
+        sent += batch.datas
+        assert acc.done(batch)
+        batch.future.set_result(None)
+    assert sent == [b"a", b"b", b"c"]
+
+
 def test_full_buffer_blocks_then_raises():
     acc = make(buffer_bytes=100)
     acc.append(slot(P1), "t", P1, None, b"q" * 70, 0)
