@@ -10,6 +10,13 @@ ready batches - when it holds ``batch_size`` messages or ``batch_bytes`` bytes, 
 after its first message, or at once by a flush. ``drain_locked`` hands the sender the queued
 batches that may go: at most ``max_in_flight`` per slot, none before its retry back-off ends.
 
+Retry order (as Kafka's ``insertInSequenceOrder``): each batch gets a sequence number when it
+is first closed. A retry that stays on its partition goes back into its slot's queue before the
+first queued batch with a higher number, so the retries of several batches in flight keep
+their order among themselves and go before the batches closed after them. A retry moved to
+another partition waits out its back-off outside any queue, then joins the back of its new
+slot's queue: it holds up no batch of that partition.
+
 Memory: ``buffer_bytes`` bounds the data held until its batch is finished (20 bytes of record
 header per message plus its data); beyond it ``append`` waits up to ``block_s`` for room, then
 raises ``BufferFullError``, so a producer faster than its brokers slows down instead of
@@ -38,7 +45,7 @@ class Batch:
 
     __slots__ = ("topic", "partition", "datas", "flags", "nbytes", "future", "created_s",
                  "attempts", "not_before_s", "first_message", "closed", "lengths", "encoded",
-                 "pinned", "uniform")
+                 "pinned", "uniform", "sequence")
 
     def __init__(self, topic: str, partition, first_message):
         self.topic = topic
@@ -56,6 +63,7 @@ class Batch:
         self.lengths = None  # data lengths, when already known
         self.uniform = None  # whether all data blocks have one size, when already known
         self.encoded = None  # (index bytes, records, positions, xxh3) once encoded
+        self.sequence = None  # the order it was first closed in (see Accumulator._close_locked)
 
     @property
     def key(self) -> tuple:
@@ -82,6 +90,9 @@ class Accumulator:
         self.filling: dict[tuple, Batch] = {}  # slot -> its open batch
         self.queues: dict[tuple, deque] = {}  # slot -> closed batches waiting to go
         self.queued = 0
+        # retries moved to another partition, waiting out their back-off (see requeue)
+        self.moved: list[Batch] = []
+        self.next_sequence = 0
         self.in_flight: dict[tuple, int] = {}  # slot -> batches taken by the sender, not done
         self.unfinished = 0  # batches whose future is not resolved yet
         self.buffered = 0  # bytes of those batches
@@ -135,20 +146,29 @@ class Accumulator:
                 self.wake.wait(remaining)
         self.buffered += nbytes
 
-    def _close_locked(self, batch: Batch, first: bool = False) -> None:
-        """Move a batch from filling to its slot's queue: at the back, or at the front
-        (``first``) for a retry, which was sent before everything queued behind it."""
+    def _close_locked(self, batch: Batch, in_sequence: bool = False) -> None:
+        """Move a batch from filling to its slot's queue: at the back, or (``in_sequence``, a
+        retry on its own partition) before the first queued batch closed after it, which it
+        was sent before. Its sequence number is given the first time only."""
         if batch.closed:
             return
         batch.closed = True
+        if batch.sequence is None:
+            batch.sequence = self.next_sequence
+            self.next_sequence += 1
         key = batch.key
         if self.filling.get(key) is batch:
             del self.filling[key]
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = deque()
-        if first:
-            queue.appendleft(batch)
+        if in_sequence:
+            for i, queued in enumerate(queue):
+                if queued.sequence > batch.sequence:
+                    queue.insert(i, batch)
+                    break
+            else:
+                queue.append(batch)
         else:
             queue.append(batch)
         self.queued += 1
@@ -185,8 +205,10 @@ class Accumulator:
         (open or queued), for the caller to fail."""
         with self.lock:
             self.closed = True
-            leftovers = list(self.filling.values()) + [b for q in self.queues.values() for b in q]
+            leftovers = (list(self.filling.values()) + self.moved
+                         + [b for q in self.queues.values() for b in q])
             self.filling.clear()
+            self.moved = []
             self.queues.clear()
             self.queued = 0
             self.wake.notify_all()
@@ -207,6 +229,16 @@ class Accumulator:
                     self._close_locked(batch)
                 else:
                     wait = due - now if wait is None else min(wait, due - now)
+        if self.moved:
+            waiting = []
+            for batch in self.moved:
+                if batch.not_before_s <= now:
+                    self._close_locked(batch)  # at the back of its new slot's queue
+                else:
+                    waiting.append(batch)
+                    delay = batch.not_before_s - now
+                    wait = delay if wait is None else min(wait, delay)
+            self.moved = waiting
         if self.queued:
             in_flight = self.in_flight
             for key, queue in self.queues.items():
@@ -227,17 +259,31 @@ class Accumulator:
         """Queue a failed batch again, to ``partition``, not before ``not_before_s``; False
         (and nothing done) once closed, as nobody would read the queue.
 
-        It goes to the front of its slot's queue, as Kafka's accumulator re-enqueues: the
-        batches queued there meanwhile were sent after it and wait behind its back-off, so with
-        ``max_in_flight=1`` a partition's messages are stored in send order across retries."""
+        On the same partition it goes before the queued batches closed after it (sequence
+        order, as Kafka re-enqueues): they were sent after it and wait behind its back-off, so
+        with ``max_in_flight=1`` a partition's messages are stored in send order across
+        retries, and several retries of one slot come out in the order they were first sent.
+
+        Moved to another partition, it goes behind what is queued there, and only once its
+        back-off is over (it waits in ``moved`` meanwhile): queued at once, its back-off would
+        hold that healthy partition's queue, as ``drain_locked`` stops at a head backing off.
+        The back-off itself is kept because, without it, when every broker fails the batch
+        would hop from one failing partition to the next with no pause (once all are marked
+        dead the partition choice falls back to all of them) and spend all its retries in a few
+        milliseconds instead of riding out the outage."""
         with self.lock:
             if self.closed:
                 return False
-            self._release_locked(batch)
+            self._release_locked(batch)  # under the old key, before the partition changes
+            moved = partition != batch.partition
             batch.partition = partition
             batch.not_before_s = not_before_s
             batch.closed = False
-            self._close_locked(batch, first=True)
+            if moved and not_before_s > time.monotonic():
+                self.moved.append(batch)
+                self.wake.notify_all()  # the sender's wait may now end sooner
+            else:
+                self._close_locked(batch, in_sequence=not moved)
         return True
 
     def done(self, batch: Batch) -> bool:

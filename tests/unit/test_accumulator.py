@@ -102,6 +102,75 @@ def test_a_retry_goes_before_what_was_queued_after_it():
     assert sent == [b"a", b"b", b"c"]
 
 
+def test_several_retries_of_one_slot_keep_their_order():
+    """Review of issue 13: each retry went to the front of its slot's queue, so a, b, c in
+    flight together and all failing came out in reverse of the order they failed (here b, a,
+    c): the in-flight window reordered. Retries go back in sequence order, as in Kafka."""
+    acc = make(batch_size=1, max_in_flight=3)
+    pinned = slot(P1, pinned=True)
+    for data in (b"a", b"b", b"c"):
+        acc.append(pinned, "t", P1, None, data, 0)
+    now = time.monotonic()
+    taken, _ = drain(acc, now)
+    assert [b.datas for b in taken] == [[b"a"], [b"b"], [b"c"]]
+    by_data = {bytes(b.datas[0]): b for b in taken}
+    for failed in (b"c", b"a", b"b"):  # they fail in another order than they were sent
+        assert acc.requeue(by_data[failed], P1, not_before_s=now + 0.5)
+    acc.append(pinned, "t", P1, None, b"d", 0)
+    assert drain(acc, now)[0] == []  # all wait behind the head's back-off
+    sent = []
+    while len(sent) < 4:
+        batches, _ = drain(acc, now + 1.0)
+        assert batches
+        for batch in batches:
+            sent += batch.datas
+            assert acc.done(batch)
+            batch.future.set_result(None)
+    assert sent == [b"a", b"b", b"c", b"d"]
+    assert not any(acc.in_flight.values()) and acc.queued == 0
+
+
+def test_a_batch_moved_to_another_partition_does_not_hold_it_up():
+    """Review of issue 13: a retry moved to a healthy partition went to the front of its
+    queue with the back-off meant for the broker that failed, and that partition sent
+    nothing until the back-off was over. Now its queued batches go at once; the moved one
+    joins the back of the queue when its back-off ends."""
+    acc = make(batch_size=1)
+    acc.append(slot(P1), "t", P1, None, b"x", 0)
+    acc.append(slot(P2), "t", P2, None, b"y", 0)
+    now = time.monotonic()
+    first, _ = drain(acc, now)
+    (x,) = [b for b in first if b.partition == P1]
+    (y,) = [b for b in first if b.partition == P2]
+    acc.append(slot(P2), "t", P2, None, b"z", 0)  # queued on P2 while y is in flight
+    assert acc.requeue(x, P2, not_before_s=now + 0.5)  # P1 failed: x moves to P2
+    assert x.partition == P2 and not acc.in_flight.get(slot(P1))  # released under P1's key
+    assert acc.done(y)
+    y.future.set_result(None)
+    (batch,), wait = drain(acc, now)  # P2 sends what was queued there now
+    assert batch.datas == [b"z"] and wait is not None and 0.4 < wait <= 0.5
+    assert acc.done(batch)
+    batch.future.set_result(None)
+    acc.append(slot(P2), "t", P2, None, b"w", 0)  # queued during x's back-off: not held either
+    (batch,), _ = drain(acc, now)
+    assert batch.datas == [b"w"] and drain(acc, now)[0] == []
+    assert acc.done(batch)
+    batch.future.set_result(None)
+    (batch,), wait = drain(acc, now + 1.0)  # its back-off over, the moved batch goes
+    assert batch is x and wait is None
+    assert acc.done(x) and acc.unfinished == 0 and not any(acc.in_flight.values())
+
+
+def test_close_returns_a_moved_batch_still_backing_off():
+    acc = make(batch_size=1)
+    acc.append(slot(P1), "t", P1, None, b"x", 0)
+    now = time.monotonic()
+    (x,), _ = drain(acc, now)
+    assert acc.requeue(x, P2, not_before_s=now + 30)
+    assert acc.close() == [x]
+    assert drain(acc, now + 60)[0] == []
+
+
 def test_full_buffer_blocks_then_raises():
     acc = make(buffer_bytes=100)
     acc.append(slot(P1), "t", P1, None, b"q" * 70, 0)
