@@ -166,8 +166,13 @@ class Consumer(ClusterClient):
         if self._errors:  # reported after the batches of the previous poll
             raise self._errors.pop(0)
         out = []
+        deadline = time.monotonic() + timeout_s
+        while self._fetcher.held:  # ownership in doubt: what is queued waits (or is dropped)
+            if time.monotonic() >= deadline:
+                return out
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         try:
-            item = self._fetcher.fetched.get(timeout=timeout_s)
+            item = self._fetcher.fetched.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             return out
         while True:

@@ -62,7 +62,7 @@ class Fetcher:
         self._seq = 0
         self._deadlines: dict[int, tuple[float, object]] = {}  # opaque -> (deadline, conn)
         self._closed = False
-        self._paused = False  # ZooKeeper connection suspended: ownership in doubt
+        self._pause_at: float | None = None  # monotonic time from which ownership is in doubt
         self._parked: list[PartitionState] = []  # waiting for resume()
         self._thread = threading.Thread(target=self._run, name="metaq-consumer-fetch", daemon=True)
         self._thread.start()
@@ -71,22 +71,30 @@ class Fetcher:
         """Begin fetching a partition just claimed (it stops when ``state.active`` goes false)."""
         self._schedule_fetch(state, 0.0)
 
-    def pause(self) -> None:
-        """Start no fetch and take no answer until ``resume`` (what is already in ``fetched``
-        stays: it was fetched while ownership was certain)."""
+    def pause(self, after_s: float = 0.0) -> None:
+        """From ``after_s`` seconds on, start no fetch, take no answer and let ``poll`` hand out
+        nothing (``held``) until ``resume``. What is in ``fetched`` stays for after the resume:
+        on a session expiry the coordinator deactivates those partitions and poll drops it."""
         with self._cond:
-            self._paused = True
+            if self._pause_at is None:
+                self._pause_at = time.monotonic() + after_s
 
     def resume(self) -> None:
         with self._cond:
-            self._paused = False
+            self._pause_at = None
             parked, self._parked = self._parked, []
         for state in parked:
             self._schedule_fetch(state, 0.0)
 
+    @property
+    def held(self) -> bool:
+        """Paused now: nothing may be delivered (ownership in doubt)."""
+        pause_at = self._pause_at
+        return pause_at is not None and time.monotonic() >= pause_at
+
     def _park_if_paused(self, state: PartitionState) -> bool:
         with self._cond:
-            if self._paused:
+            if self.held:
                 self._parked.append(state)
                 return True
         return False

@@ -11,8 +11,10 @@ Group protocol (reference sections 8.1-8.5, so our consumers and MetaQ's can sha
 * on every change of the group's ids, of a topic's ``topics-sub`` brokers, or of the ZooKeeper
   session, the coordinator thread rebalances: consumer ids and ``<brokerId>-<partition>`` strings
   sorted as strings, MetaQ's DEFAULT split (``balance.assign``);
-* while the connection is SUSPENDED (lost, session maybe expiring) nothing is fetched; on LOST
-  (expired) everything owned is dropped at once, before fetching resumes;
+* while the connection is SUSPENDED (lost, session maybe expiring) nothing is fetched or
+  delivered once the session could have expired on the server (``suspension_grace_s`` after
+  the suspension); on LOST (expired) everything owned is dropped at once, before fetching
+  resumes;
 * partitions it no longer gets are released: fetching stops, offsets are committed, then its
   ``owners`` node is deleted; partitions it gets are claimed with an ephemeral ``owners`` node.
   A node still held by another consumer (it has not released yet) is watched, as kazoo's Lock
@@ -80,11 +82,12 @@ class GroupCoordinator:
                                     factor=2.0, jitter=0.2))
         self._on_claimed = on_claimed
         self._on_released = on_released
-        self._on_suspended = on_suspended or (lambda: None)
+        self._on_suspended = on_suspended or (lambda grace_s: None)
         self._on_resumed = on_resumed or (lambda: None)
         self.topics: list[str] = []
         self.lock = threading.RLock()  # owned partitions and their positions (shared w/ poll)
         self.owned: dict[tuple[str, str], PartitionState] = {}
+        self._drops = 0  # bumped by every _drop_all: a claim begun before one is void
         self._commit_lock = threading.Lock()
         self._events: queue.Queue = queue.Queue()
         self._me = paths.encode_text(consumer_id)
@@ -151,19 +154,31 @@ class GroupCoordinator:
         """Kazoo's session states, on its event thread (quick work only, no ZooKeeper calls).
 
         SUSPENDED: the connection is gone and the session may expire before it comes back, and
-        with it our owner nodes; delivering on would make this consumer a second owner once
-        another one claims them, so fetching pauses at once (as Curator's recipes give up a
-        lock on SUSPENDED). LOST: the session expired; everything owned is dropped here, before
-        the connection's CONNECTED resumes the fetcher. CONNECTED: same session (ownership held
-        all along) or a new one (nothing owned any more; the rebalance claims again)."""
+        with it our owner nodes; delivering on past that would make this consumer a second
+        owner once another one claims them, so the fetcher pauses ``suspension_grace_s`` from
+        now (as Curator's recipes give up a lock on SUSPENDED, but not before the server can
+        have expired the session: a ZooKeeper blip or a leader election stalls no delivery).
+        LOST: the session expired; everything owned is dropped here, before the connection's
+        CONNECTED resumes the fetcher. CONNECTED: same session (ownership held all along) or a
+        new one (nothing owned any more; the rebalance claims again)."""
         if state == KazooState.SUSPENDED:
-            self._on_suspended()
+            self._on_suspended(self.suspension_grace_s)
         elif state == KazooState.LOST:
             self._drop_all("ZooKeeper session expired")
             self._events.put("lost")
         elif state == KazooState.CONNECTED:
             self._on_resumed()
             self._events.put("connected")
+
+    @property
+    def suspension_grace_s(self) -> float:
+        """How long after SUSPENDED our session surely still holds on the server. Kazoo reports
+        SUSPENDED when an answer is ``2/3`` of the session timeout late, so the server heard
+        from us at most that long ago and cannot expire the session for another third of it;
+        a fifth of that is kept as margin. Assumes the server granted the timeout asked for
+        (ZooKeeper clamps it to 2..20 ticks: keep ``zk_session_timeout_s`` inside them)."""
+        session_s = getattr(self.zk, "_session_timeout", 0) / 1000.0
+        return max(0.0, session_s / 3.0 * 0.8)
 
     def _run(self) -> None:
         """Waits for events (or the next commit), rebalances until the group is settled."""
@@ -335,6 +350,8 @@ class GroupCoordinator:
 
     def _claim(self, topic: str, name: str) -> bool:
         path = paths.owner_path(self.root, self.group, topic, name)
+        with self.lock:
+            drops = self._drops
         self.zk.ensure_path(paths.owners_topic_path(self.root, self.group, topic))
         if not self._take_owner_node(path):
             return False  # still owned by another consumer: its node is watched
@@ -352,6 +369,10 @@ class GroupCoordinator:
             raise
         state = PartitionState(topic, name, offset, msg_id, self.fetch_bytes)
         with self.lock:
+            if self._drops != drops:
+                # The session expired while we claimed (the LOST drop ran on kazoo's thread):
+                # the node went with it and another consumer may own the partition now.
+                return False
             self.owned[(topic, name)] = state
         self._on_claimed(state)
         return True
@@ -379,6 +400,7 @@ class GroupCoordinator:
     def _drop_all(self, why: str) -> None:
         """Stop fetching everything now (the session is gone: others may own it already)."""
         with self.lock:
+            self._drops += 1
             dropped = list(self.owned.values())
             for state in dropped:
                 state.active = False

@@ -137,34 +137,49 @@ def test_fetching_goes_on_while_a_commit_hangs_on_zookeeper(brokers, frozen_zk):
         consumer.close()
 
 
-def test_nothing_is_delivered_while_the_zookeeper_connection_is_suspended(brokers, frozen_zk):
+def test_delivery_holds_once_a_suspended_session_could_have_expired(brokers, frozen_zk):
     """A consumer cut from ZooKeeper may have lost its session (and its partitions to another
-    consumer) without knowing: from SUSPENDED on it fetches nothing, and goes on once the
-    session is back or it has rejoined. It used to deliver on, a second owner (seen in the
-    cluster scenario of a consumer host cut: thousands of duplicates after the heal)."""
+    consumer) without knowing. It delivers on while the session surely still holds on the
+    server (``suspension_grace_s`` after SUSPENDED: a ZooKeeper blip stalls nothing), then
+    delivers nothing, not even what it had fetched, until the session is back. It used to
+    deliver on, a second owner (cluster scenario of a consumer host cut: thousands of
+    duplicates after the heal), and then for a while paused at once, so a ZooKeeper leader
+    election or a quorum loss stopped every consumer."""
     broker = brokers(zk_connect=frozen_zk.connect_string, workers=1,
                      topics={TOPIC: {"numPartitions": 1}})
     consumer = Consumer(frozen_zk.connect_string, group=GROUP, topics=[TOPIC],
-                        commit_interval_ms=100, zk_session_timeout_s=4,
+                        commit_interval_ms=100, zk_session_timeout_s=12,
                         max_fetch_delay_ms=200)  # an idle partition is fetched every 0.2 s
+    grace_s = consumer._group.suspension_grace_s
+    assert 3.0 <= grace_s <= 4.0, grace_s  # a third of 12 s, less a fifth
     try:
         wait_until(lambda: consumer.assignment() == {TOPIC: ["0-0"]}, timeout_s=15,
                    message="the consumer owns the partition")
         before = [b"before-%03d" % i for i in range(10)]
         put(broker.port, before)
         assert poll_until(consumer, len(before), timeout_s=10) == before
-        os.kill(frozen_zk.pid, signal.SIGSTOP)
+        frozen_zk.stop()  # the connection drops at once: SUSPENDED now
         try:
             wait_until(lambda: consumer.zk.state == "SUSPENDED", timeout_s=10,
                        message="the consumer's connection is suspended")
-            during = [b"during-%03d" % i for i in range(10)]
-            put(broker.port, during)
-            delivered_while_suspended = poll_until(consumer, len(during), timeout_s=2.0)
+            suspended_at = time.monotonic()
+            early = [b"early-%03d" % i for i in range(10)]
+            put(broker.port, early)
+            delivered_early = poll_until(consumer, len(early), timeout_s=grace_s / 2)
+            early_s = time.monotonic() - suspended_at
+            wait_until(lambda: consumer._fetcher.held, timeout_s=grace_s + 1,
+                       message="delivery holds once the grace is over")
+            held_s = time.monotonic() - suspended_at
+            late = [b"late-%03d" % i for i in range(10)]
+            put(broker.port, late)
+            delivered_late = poll_until(consumer, len(late), timeout_s=1.5)
         finally:
-            os.kill(frozen_zk.pid, signal.SIGCONT)
-        assert delivered_while_suspended == [], "delivered with its ownership in doubt"
-        got = poll_until(consumer, len(during), timeout_s=30)
-        assert got[-len(during):] == during and set(got) <= set(before) | set(during)
+            frozen_zk.start()
+        assert delivered_early == early, (delivered_early, early_s)
+        assert held_s >= grace_s * 0.9, held_s
+        assert delivered_late == [], "delivered with its ownership in doubt"
+        got = poll_until(consumer, len(late), timeout_s=30)
+        assert got[-len(late):] == late and set(got) <= set(before) | set(early) | set(late)
     finally:
         consumer.close()
 
