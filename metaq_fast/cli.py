@@ -30,11 +30,21 @@ def server_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", help="override logLevel")
     parser.add_argument("--log-file", type=Path, metavar="PATH",
                         help="override logFile (supervisor and workers log there)")
+    parser.add_argument("--dashboard-port", type=int, metavar="PORT",
+                        help="override dashboardHttpPort (0 = a free port, -1 = no dashboard)")
     parser.add_argument("--ready-file", type=Path,
-                        help="write {pid, port, url} as JSON here once serving (for scripts)")
+                        help="write {pid, port, url} as JSON here once serving (for scripts); "
+                             "with --brokers, the cluster's pids and addresses")
+    parser.add_argument("--brokers", type=int, metavar="N",
+                        help="with --local: run N brokers (2..32) in the foreground, ids brokerId+i "
+                             "on serverPort+i, data in <dataPath>/../broker-<id>; Ctrl-C stops "
+                             "all (README: 'A local cluster')")
     args = parser.parse_args(argv)
-    from .broker.server import serve
     try:
+        if args.brokers is not None and args.brokers != 1:
+            from .local_cluster import run_local_cluster
+            return run_local_cluster(args)
+        from .broker.server import serve
         return serve(args)
     except ConfigError as exc:
         print(f"metaq-server: {exc}", file=sys.stderr)

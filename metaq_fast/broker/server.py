@@ -41,6 +41,8 @@ def load(args):
         overrides["data_path"] = str(args.data_path.resolve())
     if args.log_level is not None:
         overrides["log_level"] = args.log_level
+    if getattr(args, "dashboard_port", None) is not None:
+        overrides["dashboard_http_port"] = args.dashboard_port
     if getattr(args, "log_file", None) is not None:
         overrides["log_file"] = str(args.log_file.resolve())
     if overrides:
