@@ -56,6 +56,7 @@ from .ids import MessageIdAllocator
 from .faults import (PartitionOfflineError, create_segment, drop_unfinished_entries,
                      recover_after_failed_flush, release_without_seal)
 from .mapped import search
+from .replica import ReplicaAppends
 from .segment import HEADER, Segment
 from .results import (AppendResult, FlushPolicy, NotRecordBoundaryError, ReadSlice,
                       RecordSlice)
@@ -184,7 +185,7 @@ class _LogView:
         return total
 
 
-class PartitionLog(_LogView):
+class PartitionLog(_LogView, ReplicaAppends):
     """The writer of one partition (see module docstring for what an append promises)."""
 
     def __init__(self, data_path: Path | str, topic: str, partition: int, *,
@@ -432,7 +433,7 @@ class PartitionLog(_LogView):
         return active, pos, dst
 
     def _commit(self, segment: Segment, pos: int, dst: np.ndarray, positions: np.ndarray,
-                msg_ids: np.ndarray, flags) -> AppendResult:
+                msg_ids: np.ndarray, flags, roll: bool = True) -> AppendResult:
         try:
             segment.commit(pos, dst, positions, msg_ids, flags)
         except Exception:  # e.g. a sidecar that could not grow on a full disk
@@ -444,7 +445,7 @@ class PartitionLog(_LogView):
         if not self.flush_policy.group_commit:
             self._visible_end = end
             self.state.visible_end = end
-        if segment.size >= self.segment_bytes_max:
+        if roll and segment.size >= self.segment_bytes_max:  # a replica follows its master's
             self._try_roll()
         return AppendResult(first, end, msg_ids, positions)
 
@@ -596,6 +597,7 @@ class PartitionReader(_LogView):
         self.state = PartitionState(state_path, writable=False)
         self._starts = []
         self._segments = []
+        self._truncations = self.state.truncations
         self._refresh()
 
     @property
@@ -603,6 +605,12 @@ class PartitionReader(_LogView):
         return self.state.first_offset
 
     def _refresh(self) -> None:
+        if self.state.truncations != self._truncations:  # the owner cut the log back: a file
+            self._truncations = self.state.truncations  # we map may be gone or made anew
+            for segment in self._segments:
+                if segment is not None:
+                    segment.close()
+            self._segments, self._starts = [], []
         starts = files.list_segment_starts(self.directory)
         first = self.state.first_offset
         starts = [s for s in starts if s >= first] or starts[-1:]
@@ -617,7 +625,9 @@ class PartitionReader(_LogView):
 
     def _locate(self, offset: int):
         end = self.visible_end
-        if self._starts and end > self._starts[-1] and offset >= self._starts[-1]:
+        if self.state.truncations != self._truncations:
+            self._refresh()
+        elif self._starts and end > self._starts[-1] and offset >= self._starts[-1]:
             # the owner may have rolled since we listed the directory
             self._refresh()
         elif offset < self.first_offset or not self._starts or offset < self._starts[0]:

@@ -317,10 +317,12 @@ class Segment:
             table.rewrite(REWRITE_CHUNK_BYTES)  # after ``start`` met the same failing disk
 
     def grow(self, capacity_bytes: int) -> None:
-        """Let an empty writable segment take a batch larger than its capacity: the file is
-        extended (sparse) and mapped again, in place. If the mapping fails (EMFILE, ENOMEM) the
-        segment stays as it was and a later call tries again."""
-        assert self.size == 0 and not self.closed_for_append
+        """Let a writable segment take a batch larger than its capacity: the file is extended
+        (sparse) and mapped again, in place (views of the old mapping stay valid). For an empty
+        segment and a batch above maxSegmentSize, or a replica following a master's larger
+        segment. If the mapping fails (EMFILE, ENOMEM) the segment stays as it was and a later
+        call tries again."""
+        assert not self.closed_for_append
         capacity = round_up(capacity_bytes, PAGE_BYTES)
         if capacity <= self.capacity:
             return

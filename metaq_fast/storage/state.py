@@ -6,7 +6,7 @@ Layout (eight little-endian u64, 64 bytes, memory-mapped by the owner read-write
 read-only)::
 
     [0] magic   [1] visible_end   [2] recovery_point   [3] recovery_point ^ CHECK_KEY
-    [4] first_offset   [5] owner_pid   [6] flush_failed   [7] reserved
+    [4] first_offset   [5] owner_pid   [6] flush_failed   [7] truncations
 
 * ``visible_end``: the log offset up to which records are whole and acknowledged-or-about-to-be;
   written by the owner after each append, read by any worker serving ``get``. It only ever points
@@ -19,6 +19,9 @@ read-only)::
   (``FAILED_IN_GROUP_COMMIT`` or ``FAILED_WITH_THRESHOLD``; storage/log.py), cleared by the next
   open once it has dealt with what lay after the recovery point (storage/faults.py). Both
   changes are msynced at once, with the recovery point beside them.
+* ``truncations``: how many times the owner cut the log back (a replica that diverged from its
+  master, storage/replica.py). A reader that sees it change drops the segments it has mapped:
+  a file it mapped may have been deleted and created again under the same name.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ CHECK_KEY = 0x5A5A_A5A5_0F0F_F0F0
 STATE_BYTES = 64
 
 VISIBLE_END, RECOVERY_POINT, RECOVERY_CHECK, FIRST_OFFSET, OWNER_PID, FLUSH_FAILED = 1, 2, 3, 4, 5, 6
+TRUNCATIONS = 7
 FAILED_IN_GROUP_COMMIT, FAILED_WITH_THRESHOLD = 1, 2  # values of flush_failed
 
 
@@ -110,6 +114,13 @@ class PartitionState:
             self.flush()  # now: a later open must find the mark, and no stale one
         except OSError:
             pass  # the disk fails: the mark is in the page cache for a restart of the process
+
+    @property
+    def truncations(self) -> int:
+        return int(self._words[TRUNCATIONS])
+
+    def count_truncation(self) -> None:
+        self._words[TRUNCATIONS] = self.truncations + 1
 
     def flush(self) -> None:
         if self.writable:
