@@ -1,5 +1,6 @@
 """Sans-IO MetaQ protocol: command/reply value types (``commands``), the decoders
-(``_decoding``, ``_readers``), the encoders (``_writers``) and the batch put-reply formatter (``_put_replies``).
+(``_decoding``, ``_readers``), the encoders (``_writers``), the batch put-reply formatter (``_put_replies``)
+and the replication fetch (``replication``).
 
 This package is the one public face: import from ``metaq_fast.protocol``; see the modules'
 docstrings for the rules.
@@ -21,6 +22,15 @@ from metaq_fast.protocol._writers import (
     encode_stats_body,
     encode_value_header,
     encode_values_header,
+)
+from metaq_fast.protocol.replication import (
+    FetchPosition,
+    ReplicaEntry,
+    ReplicateCommand,
+    encode_replica_entries,
+    encode_replicate,
+    parse_replica_entries,
+    replica_name,
 )
 from metaq_fast.protocol.commands import (
     OPAQUE_DEFAULT,
@@ -45,6 +55,13 @@ from metaq_fast.protocol.commands import (
 
 __all__ = [
     "AdminCommand",
+    "FetchPosition",
+    "ReplicaEntry",
+    "ReplicateCommand",
+    "encode_replica_entries",
+    "encode_replicate",
+    "parse_replica_entries",
+    "replica_name",
     "BODY_COPY_BYTES_MAX_DEFAULT",
     "FRAME_BYTES_MAX_DEFAULT",
     "GetBatchCommand",

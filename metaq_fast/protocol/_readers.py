@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from metaq_fast import limits
+from metaq_fast.errors import ProtocolError
 from metaq_fast.protocol.commands import (
     PutRun,
     BATCH_RECORD_OVERHEAD_BYTES,
@@ -55,6 +56,8 @@ from metaq_fast.protocol._decoding import (  # the framing and parsing helpers
     _text,
     _tx_key,
 )
+
+from metaq_fast.protocol.replication import ReplicateCommand, parse_replicate_line
 
 __all__ = ["RequestDecoder", "ResponseDecoder", "parse_putm_ok"]
 
@@ -350,6 +353,24 @@ class RequestDecoder(_Decoder):
         self._pos = eol + 2
         return _new_transaction(tx_key, session_id, tx_type, timeout, qualifier, opaque)
 
+    def _r(self, toks: list[bytes], line: bytes, eol: int) -> Any:
+        if toks[0] != b"replicate":
+            return self._result(toks, line, eol)
+        try:
+            replica, epoch, slot, slots, wait_ms, max_bytes, length, opaque = \
+                parse_replicate_line(toks)
+        except ProtocolError as exc:
+            raise _error(f"{exc}: {_snip(line)}") from None
+        if length > self._max_batch:
+            raise self._reject_body(eol, length, _error(
+                f"replicate body of {length} bytes exceeds {self._max_batch}", fatal=False,
+                opaque=opaque, too_large=True))
+        body = self._take_body(eol, length)
+        if body is None:
+            return NEED_DATA
+        return ReplicateCommand(replica, epoch, slot, slots, wait_ms, max_bytes, bytes(body),
+                                opaque)
+
     def _admin(self, toks: list[bytes], line: bytes, eol: int) -> Any:
         _expect(toks[0], b"admin")
         _need_tokens(toks, 3, "admin", line)
@@ -366,7 +387,7 @@ _REQUEST_DISPATCH = {
     ord("p"): RequestDecoder._put,
     ord("g"): RequestDecoder._get,
     ord("t"): RequestDecoder._transaction,
-    ord("r"): RequestDecoder._result,
+    ord("r"): RequestDecoder._r,
     ord("v"): RequestDecoder._v,
     ord("s"): RequestDecoder._s,
     ord("o"): RequestDecoder._offset,
