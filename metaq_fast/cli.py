@@ -35,6 +35,11 @@ def server_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path,
                         help="write {pid, port, url} as JSON here once serving (for scripts); "
                              "with --brokers, the cluster's pids and addresses")
+    parser.add_argument("--slave", type=Path, metavar="FILE",
+                        help="run as a slave of brokerId's master: MetaQ's async_slave.properties "
+                             "(slaveId, slaveGroup, slaveMaxDelayInMills) or an ini with [slave]")
+    parser.add_argument("--slave-id", type=int, metavar="N",
+                        help="run as slave N of brokerId's master (as slaveId=N)")
     parser.add_argument("--brokers", type=int, metavar="N",
                         help="with --local: run N brokers (2..32) in the foreground, ids brokerId+i "
                              "on serverPort+i, data in <dataPath>/../broker-<id>; Ctrl-C stops "

@@ -7,7 +7,8 @@ File syntax (reference 9.1): ``[section]`` headers, ``key=value`` lines split at
 with both sides trimmed (values may hold spaces), full-line comments starting with ``;`` or ``#``.
 Comment lines may hold any bytes (MetaQ's own files have GBK comments); every other line must
 be UTF-8. Section names are literal: ``[system]`` is required, ``[zookeeper]`` holds the ``zk.*``
-keys, ``[topic=NAME]`` declares a topic, other sections (``[slave]``) are ignored. As in ini4j, a
+keys, ``[topic=NAME]`` declares a topic, ``[slave]`` holds MetaQ's slave keys (config_slave.py;
+MetaQ's loader ignored it, its metaslave plugin read the same keys), other sections are ignored. As in ini4j, a
 repeated section continues the first one and a repeated key overrides the earlier value (both
 logged as warnings). Backslashes are literal.
 
@@ -70,6 +71,7 @@ from metaq_fast.config_values import (
     _read_ini,
     _Section,
 )
+from metaq_fast.config_slave import SlaveConfig, slave_from_entries
 from metaq_fast.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -208,9 +210,16 @@ class Config:
     log_level: str = "INFO"  # logLevel
     log_file: Path | None = None  # logFile; None = stderr
     dashboard_host: str = "127.0.0.1"  # dashboardHost
+    # replication (docs/architecture.md, "Replication"): copies (the master counted) that must
+    # hold a put before it is acknowledged; 1 = asynchronous slaves
+    min_in_sync_replicas: int = 1  # minInSyncReplicas
+    replica_lag_max_ms: int = 10_000  # replicaLagMaxMs: a slave behind this long leaves the ISR
+    unclean_takeover: bool = False  # uncleanTakeover: a slave out of the ISR may take over
+    replica_fetch_bytes_max: int = 4 * 1024 * 1024  # replicaFetchMaxBytes: one fetch's answer
     # ---- the other sections
     zk: ZkConfig = field(default_factory=ZkConfig)
     topic_configs: Mapping[str, TopicConfig] = field(default_factory=dict, hash=False)
+    slave: SlaveConfig | None = None  # [slave] or --slave: this broker is a slave of brokerId
 
     @property
     def topics(self) -> list[str]:
@@ -370,6 +379,12 @@ _OUR_SYSTEM_KEYS = {
     "logLevel": _Key("log_level", "level"),
     "logFile": _Key("log_file", "path"),
     "dashboardHost": _Key("dashboard_host", "str"),
+    "minInSyncReplicas": _ints("min_in_sync_replicas", 1, 64,
+                               "copies that must hold a put before it is acknowledged"),
+    "replicaLagMaxMs": _ints("replica_lag_max_ms", 100, LONG_MAX,
+                             "a slave not caught up for this long leaves the in-sync set"),
+    "uncleanTakeover": _Key("unclean_takeover", "bool"),
+    "replicaFetchMaxBytes": _ints("replica_fetch_bytes_max", 1024, 1 << 30),
 }
 _SYSTEM_KEYS = {**_METAQ_SYSTEM_KEYS, **_OUR_SYSTEM_KEYS}
 _SYSTEM_BY_ATTR = {spec.attr: spec for spec in _SYSTEM_KEYS.values()}
@@ -460,10 +475,14 @@ def parse_config(text_bytes: bytes | str, path: str | os.PathLike[str] = "<strin
     for key, problem in _cross_problems(system, zk, zk_keys_present):
         section = sections["zookeeper" if key.startswith("zk.") else "system"]
         raise loader.error(section, key, problem)
+    slave = None
+    if "slave" in sections:
+        slave = slave_from_entries(sections["slave"].entries, f"{path} [slave]", _base_dir(path))
     for name, section in sections.items():
-        if name not in ("system", "zookeeper") and not name.startswith(_TOPIC_PREFIX):
+        if name not in ("system", "zookeeper", "slave") and not name.startswith(_TOPIC_PREFIX):
             log.info("%s: ignoring section [%s] (line %d)", path, name, section.line)
     return Config(
+        slave=slave,
         path=path,
         raw_bytes=bytes(text_bytes),
         checksum=zlib.crc32(text_bytes),

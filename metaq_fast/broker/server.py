@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import load_config
+from ..config_slave import SlaveConfig, load_slave_file
 from ..errors import ConfigError
 from ..zk.registry import BrokerRegistry
 from ..zk.server import LocalZooKeeper, zookeeper_answers
@@ -45,6 +47,16 @@ def load(args):
         overrides["dashboard_http_port"] = args.dashboard_port
     if getattr(args, "log_file", None) is not None:
         overrides["log_file"] = str(args.log_file.resolve())
+    slave_file, slave_id = getattr(args, "slave", None), getattr(args, "slave_id", None)
+    if slave_file is not None:
+        overrides["slave"] = load_slave_file(slave_file)
+    if slave_id is not None:
+        base = overrides.get("slave") or config.slave
+        if slave_id < 0:
+            overrides["slave"] = None
+        else:
+            overrides["slave"] = replace(base, slave_id=slave_id) if base is not None else \
+                SlaveConfig(slave_id, f"meta-slave-group_{slave_id}")
     if overrides:
         config = config.with_overrides(**overrides)
     return config

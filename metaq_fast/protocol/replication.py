@@ -9,7 +9,7 @@ partitions it replicates from that worker with the offset it has reached (MetaQ'
 them has news, Kafka's long-poll fetch, and learn every follower's position at once)::
 
     replicate <replica> <epoch> <slot> <slots> <maxWaitMs> <maxBytes> <length> <opaque>\\r\\n
-    <length> bytes: one line "<topic> <partition> <offset> <lastEpoch>\\n" per partition
+    <length> bytes: "<topic> <partition> <offset> <lastEpoch> <segmentStart>\\n" per partition
 
 * ``replica``: who asks, ``m`` (the broker id's configured master, when it follows) or
   ``s<slaveId>``; ``epoch``: the master epoch the slave follows (0: none yet).
@@ -19,6 +19,8 @@ them has news, Kafka's long-poll fetch, and learn every follower's position at o
 * ``offset``: where the slave's copy ends (all before it is in its mapping; in group commit,
   flushed): the master counts it as replicated up to there. ``lastEpoch``: the epoch of the
   slave's last record there (KIP-320: the master says if the slave diverged).
+  ``segmentStart``: the start of the slave's active segment (the master tells it when it began
+  a new one, so the slave's files stay the master's even before records arrive there).
 
 The answer is ``result 200 <length> <opaque>`` whose body holds one entry per partition with
 news (an error for the whole request is a plain ``result`` with another code)::
@@ -81,6 +83,7 @@ class FetchPosition:
     partition: int
     offset: int
     last_epoch: int
+    segment_start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +108,8 @@ class ReplicateCommand:
 
 
 def encode_fetch_positions(positions) -> bytes:
-    return b"".join(b"%s %d %d %d\n" % (p.topic.encode(), p.partition, p.offset, p.last_epoch)
-                    for p in positions)
+    return b"".join(b"%s %d %d %d %d\n" % (p.topic.encode(), p.partition, p.offset,
+                                            p.last_epoch, p.segment_start) for p in positions)
 
 
 def encode_replicate(replica: str, epoch: int, slot: int, slots: int, max_wait_ms: int,
@@ -152,10 +155,11 @@ def parse_fetch_positions(body) -> list[FetchPosition]:
         if not line:
             continue
         parts = line.split(b" ")
-        if len(parts) != 4 or not _TOKEN.fullmatch(parts[0]):
+        if len(parts) != 5 or not _TOKEN.fullmatch(parts[0]):
             raise _bad(f"bad replicate entry {line[:64]!r}")
-        partition, offset, last_epoch = (_nonneg(p, "number") for p in parts[1:])
-        out.append(FetchPosition(parts[0].decode("ascii"), partition, offset, last_epoch))
+        partition, offset, last_epoch, segment_start = (_nonneg(p, "number") for p in parts[1:])
+        out.append(FetchPosition(parts[0].decode("ascii"), partition, offset, last_epoch,
+                                 segment_start))
     return out
 
 

@@ -555,17 +555,17 @@ class Partition:
 
 def topic_nodes(root: str, topic: str, broker_id: int, num_partitions: int | None,
                 accept_publish: bool = True, accept_subscribe: bool = True,
-                ) -> list[tuple[str, bytes | None]]:
-    """The three nodes a master broker keeps for ``topic`` (``topics``, ``topics-pub``,
-    ``topics-sub``) and their data; None where the node must not exist (``num_partitions``
-    None: the broker does not publish the topic at all)."""
+                slave_id: int | None = None) -> list[tuple[str, bytes | None]]:
+    """The three nodes a master (``slave_id`` None) or slave broker keeps for ``topic``
+    (``topics``, ``topics-pub``, ``topics-sub``) and their data; None where the node must not
+    exist (``num_partitions`` None: the broker does not publish the topic at all)."""
     legacy = body = None
     if num_partitions is not None:
         legacy = encode_num_parts(num_partitions)
-        body = encode_topic_broker_json(num_partitions, broker_id)
+        body = encode_topic_broker_json(num_partitions, broker_id, slave_id)
     return [
-        (topic_broker_path(root, topic, broker_id), legacy),
-        (topics_pub_broker_path(root, topic, broker_id), body if accept_publish else None),
-        (topics_sub_broker_path(root, topic, broker_id), body if accept_subscribe else None),
+        (topic_broker_path(root, topic, broker_id, slave_id), legacy),
+        (topics_pub_broker_path(root, topic, broker_id, slave_id), body if accept_publish else None),
+        (topics_sub_broker_path(root, topic, broker_id, slave_id),
+         body if accept_subscribe else None),
     ]
-

@@ -107,6 +107,8 @@ class BrokerRegistry:
             later reconnects never give up.
         sync_time_ms: pause after unregistering in ``stop(sync_wait=True)`` (``zk.zkSyncTimeMs``).
         config_checksum: CRC32 of the config file for ``master_config_checksum``; None: no node.
+        slave_id: register as slave ``slave_id`` of the broker id (``ids/<id>/slave<n>``,
+            topics as ``<id>-s<n>``) instead of its master; ``set_slave_id`` changes it later.
         on_change: called from the maintainer thread with the new state ("connected",
             "suspended", "lost") for logging; must not block nor call the waiting methods.
         op_timeout_ms: bound of every single ZooKeeper call; None means the session timeout.
@@ -129,6 +131,7 @@ class BrokerRegistry:
         config_checksum: int | None = None,
         on_change: Callable[[str], object] | None = None,
         op_timeout_ms: int | None = None,
+        slave_id: int | None = None,
     ):
         if not isinstance(connect, str) or not connect.strip():
             raise InvalidArgumentError(
@@ -161,7 +164,7 @@ class BrokerRegistry:
         self._sync_time_s = sync_time_ms / 1000.0
         self._op_timeout_s = (op_timeout_ms or session_timeout_ms) / 1000.0
         self._ops = DeadlineOps(self._op_timeout_s)
-        self._nodes = BrokerNodes(self._root, broker_id, url, self._ops)
+        self._nodes = BrokerNodes(self._root, broker_id, url, self._ops, slave_id)
         self._on_change = on_change
 
         self._lock = threading.Lock()
@@ -310,6 +313,20 @@ class BrokerRegistry:
             f"broker {self._broker_id} could not register in ZooKeeper {self._connect!r} within "
             f"{timeout_s:g} s{reason}"
         )
+
+    def set_slave_id(self, slave_id: int | None) -> None:
+        """Register as slave ``slave_id`` from now on (None: as the master). The maintainer's
+        next pass (started here) deletes the old role's nodes and creates the new ones. Waits
+        for a pass in progress; never call it from the maintainer or kazoo's threads."""
+        with self._ops_lock, self._cond:
+            self._nodes.set_slave_id(slave_id)
+            self._desired.need_pass = True
+            self._registered.clear()
+            self._cond.notify_all()
+
+    @property
+    def slave_id(self) -> int | None:
+        return self._nodes.slave_id
 
     def register_topic(
         self,

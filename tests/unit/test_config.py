@@ -506,8 +506,42 @@ def test_duplicate_key_last_wins_and_duplicate_section_continues(tmp_path, caplo
 
 
 def test_other_sections_are_ignored(tmp_path):
-    config = load(ini(slave={"slaveId": "0", "anything": "goes"}), tmp_path)
-    assert config.topics == ["test"]
+    config = load(ini(other={"anything": "goes"}), tmp_path)
+    assert config.topics == ["test"] and config.slave is None
+
+
+def test_slave_section_makes_a_slave_and_minus_one_or_blank_does_not(tmp_path):
+    config = load(ini(slave={"slaveId": "2", "slaveMaxDelayInMills": "200"}), tmp_path)
+    assert (config.slave.slave_id, config.slave.group, config.slave.max_delay_ms) == \
+        (2, "meta-slave-group_2", 200)
+    assert config.slave.replica == "s2"
+    for value in ("-1", ""):
+        assert load(ini(slave={"slaveId": value, "slaveGroup": "g"}), tmp_path).slave is None
+    assert "unknown slave key" in config_error(ini(slave={"slaveId": "0", "x": "1"}), tmp_path)
+    assert "slaveId=abc" in config_error(ini(slave={"slaveId": "abc"}), tmp_path)
+
+
+def test_metaq_async_slave_properties_file(tmp_path):
+    from metaq_fast.config_slave import load_slave_file
+    path = tmp_path / "async_slave.properties"
+    path.write_bytes("# 备机配置\nslaveId=1\nslaveGroup = meta-slave-group\n"
+                     "slaveMaxDelayInMills=500\nautoSyncMasterConfig=false\n".encode("gbk"))
+    slave = load_slave_file(path)
+    assert (slave.slave_id, slave.group, slave.max_delay_ms) == (1, "meta-slave-group", 500)
+    path.write_text("slaveId=\n")
+    with pytest.raises(ConfigError, match="no slave"):
+        load_slave_file(path)
+    ini_path = tmp_path / "slave.ini"
+    ini_path.write_text(ini(slave={"slaveId": "3"}))
+    assert load_slave_file(ini_path).slave_id == 3
+
+
+def test_replication_keys(tmp_path):
+    config = load(ini(system={"minInSyncReplicas": "2", "replicaLagMaxMs": "3000",
+                              "uncleanTakeover": "true"}), tmp_path)
+    assert (config.min_in_sync_replicas, config.replica_lag_max_ms, config.unclean_takeover) == \
+        (2, 3000, True)
+    assert "minInSyncReplicas=0" in config_error(ini(system={"minInSyncReplicas": "0"}), tmp_path)
 
 
 def test_missing_file_is_a_config_error(tmp_path):

@@ -21,7 +21,8 @@ from metaq_fast.protocol import (
 
 names = st.text("abcXYZ019._-", min_size=1, max_size=20)
 u63 = st.integers(0, 2**63 - 1)
-positions = st.lists(st.builds(FetchPosition, names, st.integers(0, 9999), u63, u63), max_size=20)
+positions = st.lists(st.builds(FetchPosition, names, st.integers(0, 9999), u63, u63, u63),
+                     max_size=20)
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,7 +107,7 @@ def test_malformed_requests_are_refused(line):
 
 def test_a_request_with_a_bad_entry_fails_when_read_not_when_decoded():
     decoder = RequestDecoder()
-    decoder.feed(b"replicate s0 0 0 1 0 10 6 1\r\nt 0 x\n")
+    decoder.feed(b"replicate s0 0 0 1 0 10 8 1\r\nt 0 x 0\n")
     (cmd,) = decoder.read_commands()
     with pytest.raises(ProtocolError):
         cmd.positions()

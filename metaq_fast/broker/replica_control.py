@@ -1,0 +1,127 @@
+"""What the supervisor and the workers tell each other about replication.
+
+Imports: the standard library and numpy only.
+
+Down (supervisor -> each worker): a ``ReplicaRole`` as one JSON line on the worker's control
+pipe, whole each time it changes and again to a restarted worker. The supervisor alone talks to
+ZooKeeper; this line is everything a worker needs of it:
+
+* ``role``: ``master`` (takes puts, serves ``replicate`` fetches) or ``follower`` (refuses puts,
+  copies ``leader``); ``epoch``: the master epoch of this broker id (0: replication never set
+  up); ``replica``: this broker's own name (``m`` or ``s<slaveId>``);
+* a master's ``isr`` (the replicas that count for acknowledgements, itself included) and
+  ``min_isr`` (``minInSyncReplicas``); a follower's ``leader`` URL.
+
+Up (each worker -> the supervisor): ``ReplicaProgress``, a shared block of int64 the supervisor
+polls. A master's worker writes, per follower replica, when that follower was last caught up on
+all of the worker's partitions (Kafka's lastCaughtUpTime), its lag in bytes and when it last
+fetched; a follower's worker writes its own lag and when its last fetch was answered. Times are
+``time.monotonic()`` in milliseconds (one clock for all processes of the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+REPLICAS_MAX = 64  # "m" and s0..s62: a replica's column in the progress block
+CAUGHT_UP_MS, LAG_BYTES, FETCH_MS = 0, 1, 2  # fields of a master worker's row per replica
+FIELDS = 3
+
+
+def replica_index(replica: str) -> int:
+    """The progress block's column of ``m`` (0) or ``s<n>`` (n + 1)."""
+    index = 0 if replica == "m" else int(replica[1:]) + 1
+    if not 0 <= index < REPLICAS_MAX:
+        raise ValueError(f"replica {replica!r} out of range (slaveId 0..{REPLICAS_MAX - 2})")
+    return index
+
+
+def replica_of_index(index: int) -> str:
+    return "m" if index == 0 else f"s{index - 1}"
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass(frozen=True)
+class ReplicaRole:
+    role: str = "master"  # master | follower
+    epoch: int = 0
+    replica: str = "m"
+    leader: str | None = None  # a follower's master URL
+    isr: tuple[str, ...] = field(default_factory=tuple)
+    min_isr: int = 1
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":")) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes | str) -> "ReplicaRole":
+        values = json.loads(line)
+        values["isr"] = tuple(values.get("isr") or ())
+        return cls(**values)
+
+    @property
+    def is_master(self) -> bool:
+        return self.role == "master"
+
+
+class ReplicaProgress:
+    """The shared block (module docstring): ``workers`` rows of ``REPLICAS_MAX`` replicas of
+    ``FIELDS`` int64 each, plus a follower row per worker. Created by the supervisor before it
+    forks; a worker writes only its own rows."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._master_cells = workers * REPLICAS_MAX * FIELDS
+        self._map = mmap.mmap(-1, 8 * (self._master_cells + workers * FIELDS))
+        block = np.frombuffer(self._map, dtype=np.int64)
+        self.master = block[:self._master_cells].reshape(workers, REPLICAS_MAX, FIELDS)
+        self.follower = block[self._master_cells:].reshape(workers, FIELDS)
+
+    # ---- a master's worker ------------------------------------------------------------------
+
+    def record_follower(self, slot: int, replica: str, caught_up_ms: int, lag_bytes: int) -> None:
+        row = self.master[slot, replica_index(replica)]
+        row[CAUGHT_UP_MS] = caught_up_ms
+        row[LAG_BYTES] = lag_bytes
+        row[FETCH_MS] = now_ms()
+
+    def forget_followers(self, slot: int) -> None:
+        self.master[slot] = 0
+
+    # ---- a follower's worker ----------------------------------------------------------------
+
+    def record_own(self, slot: int, lag_bytes: int, fetched: bool) -> None:
+        self.follower[slot, LAG_BYTES] = lag_bytes
+        if fetched:
+            self.follower[slot, FETCH_MS] = now_ms()
+
+    # ---- the supervisor ---------------------------------------------------------------------
+
+    def follower_lag(self, replica: str) -> tuple[int, int, int]:
+        """(ms since the follower was caught up on every worker, its lag in bytes, ms since its
+        last fetch on the worker it fetched from least recently). A worker it never fetched
+        from counts as never caught up."""
+        rows = self.master[:, replica_index(replica)]
+        now = now_ms()
+        caught = int(rows[:, CAUGHT_UP_MS].min())
+        fetched = int(rows[:, FETCH_MS].min())
+        return (now - caught if caught else -1, int(rows[:, LAG_BYTES].sum()),
+                now - fetched if fetched else -1)
+
+    def followers_seen(self) -> list[str]:
+        """Replicas that fetched from any worker."""
+        seen = np.flatnonzero(self.master[:, :, FETCH_MS].max(axis=0))
+        return [replica_of_index(int(i)) for i in seen]
+
+    def own_lag(self) -> tuple[int, int]:
+        """A follower: (its lag in bytes, ms since the least recent answered fetch; -1 never)."""
+        fetched = int(self.follower[:, FETCH_MS].min())
+        return int(self.follower[:, LAG_BYTES].sum()), (now_ms() - fetched if fetched else -1)
