@@ -61,8 +61,9 @@ def server_ini(*, broker_id=0, port=0, data_path: Path, workers=2, zk_connect: s
 
 
 class BrokerProcess:
-    def __init__(self, directory: Path, host=None, **ini):
+    def __init__(self, directory: Path, host=None, args=(), **ini):
         self.host = host  # a tests.cluster.netns.Host to run in (None: this namespace)
+        self.args = tuple(args)  # command-line arguments of every start (e.g. --slave-id 1)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.data_path = ini.pop("data_path", self.directory / "data")
@@ -77,6 +78,7 @@ class BrokerProcess:
         self.config_path.write_text(server_ini(data_path=self.data_path, **self.ini))
 
     def start(self, timeout_s: float = 60.0, extra_args=()) -> "BrokerProcess":
+        extra_args = (*self.args, *extra_args)
         self.write_config()
         try:
             self.ready_path.unlink()

@@ -120,13 +120,20 @@ def zk_admin(zk_hosts: str) -> Iterator[object]:
 
 
 @pytest.fixture
-def zk_chroot(zk_admin) -> Iterator[str]:
-    """A fresh chroot "/metaq-test-<uuid hex>", deleted recursively after the test."""
+def zk_chroot(request: pytest.FixtureRequest, zk_admin) -> Iterator[str]:
+    """A fresh chroot "/metaq-test-<uuid hex>", deleted recursively after the test, once the
+    brokers the test started are stopped (a running broker puts back nodes deleted under it:
+    its master node, which it may claim again)."""
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
     chroot = f"{ZK_CHROOT_PREFIX}{uuid.uuid4().hex}"
     zk_admin.create(chroot)
     yield chroot
+    for broker in reversed(request.node.stash.get(_BROKERS_KEY, [])):
+        try:
+            broker.stop()
+        except Exception:  # keep stopping the others; the brokers fixture reports
+            log.exception("stopping broker in %s failed", broker.directory)
     # Clients the test left running (a broker being stopped) may still add ephemerals while we
     # delete; retry a few times before reporting the leak.
     for attempt in range(5):

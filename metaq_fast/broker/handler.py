@@ -20,6 +20,7 @@ get, not a put, and at a damaged record where the next record starts (protocol/g
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import replace
@@ -40,6 +41,7 @@ from ..errors import (
 from ..protocol import (
     PutRun,
     AdminCommand,
+    ReplicateCommand,
     GetBatchCommand,
     GetCommand,
     OffsetCommand,
@@ -80,7 +82,7 @@ READ_FAILURES_LOGGED_MAX = 1024  # distinct failed reads remembered so each is l
 
 class Handler:
     def __init__(self, table: PartitionTable, *, broker_url: str, counters: CounterRow,
-                 flusher, stats, closed_partitions=None):
+                 flusher, stats, closed_partitions=None, replication=None):
         self.table = table
         self.config = table.config
         self.broker_url = broker_url
@@ -89,6 +91,7 @@ class Handler:
         self.stats = stats
         self.closed = closed_partitions if closed_partitions is not None else ClosedPartitions()
         self.faults = StorageFaults(counters, self.closed)
+        self.replication = replication  # ReplicaLeader: fetches, held acknowledgements
         self._read_failures_logged: set[tuple] = set()
         flusher.on_failure = self.faults.partition_failed  # a failed flush takes it offline
         self._dispatch = {
@@ -102,6 +105,7 @@ class Handler:
             TransactionCommand: self._transaction,
             AdminCommand: self._admin,
             PutBatchCommand: self._putm,
+            ReplicateCommand: self._replicate,
         }
 
     # ---- dispatch ------------------------------------------------------------------------
@@ -415,6 +419,8 @@ class Handler:
 
     def _stored(self, log_) -> None:
         self.flusher.appended(log_)
+        if self.replication is not None:
+            self.replication.appended()
         if self.faults.failing:  # empty unless puts to some partition were refused
             self.faults.stored(log_.topic, log_.partition)
 
@@ -423,12 +429,21 @@ class Handler:
         self.counters.add(CounterRow.PUT_BYTES, result.end_offset - result.first_offset)
 
     def _reply_after_durable(self, out, log_, end_offset: int, replies: bytes, unflushed) -> None:
-        """``replies`` now, or in group commit once the flush covering ``end_offset`` has
-        returned; ``unflushed(exc)`` (bytes) instead if that flush fails."""
+        """``replies`` now, or once the flush covering ``end_offset`` has returned (group
+        commit) and the in-sync replicas hold it (synchronous replication); ``unflushed(exc)``
+        (bytes) instead if either fails."""
+        waits = []
         if log_.flush_policy.group_commit:
-            out.write_when(self.flusher.flushed_future(log_, end_offset), replies, unflushed)
-        else:
+            waits.append(self.flusher.flushed_future(log_, end_offset))
+        if self.replication is not None:
+            replicated = self.replication.ack_future(log_, end_offset)
+            if replicated is not None:
+                waits.append(replicated)
+        if not waits:
             out.write(replies)
+        else:
+            out.write_when(waits[0] if len(waits) == 1 else asyncio.gather(*waits), replies,
+                           unflushed)
 
     # ---- putm (batch extension) -------------------------------------------------------
 
@@ -605,6 +620,13 @@ class Handler:
     def _sync(self, out, cmd: SyncCommand) -> None:
         out.write(encode_result(SERVICE_UNAVAILABLE, NO_PROCESSOR.format("SyncCommand").encode(),
                                 cmd.opaque))
+
+    def _replicate(self, out, cmd: ReplicateCommand) -> None:
+        if self.replication is None or getattr(out, "from_worker", False):
+            out.write(encode_result(SERVICE_UNAVAILABLE, b"replication is not served here",
+                                    cmd.opaque))
+            return
+        self.replication.fetch(out, cmd)
 
     def _transaction(self, out, cmd: TransactionCommand) -> None:
         out.write(encode_result(SERVICE_UNAVAILABLE,

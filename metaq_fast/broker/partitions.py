@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import Config, TopicConfig
-from ..errors import InvalidPartitionError, UnknownTopicError
+from ..errors import InvalidPartitionError, ServiceUnavailableError, UnknownTopicError
 from ..names import is_valid_name
 from ..storage import FlushPolicy, MessageIdAllocator, PartitionLog, PartitionReader
 from ..storage import files
@@ -36,6 +36,9 @@ class PartitionTable:
         self._readers: dict[tuple[str, int], PartitionReader] = {}
         self._topic_cache: dict[str, TopicConfig | None] = {}
         self.on_created = None  # called with each log opened after start (first put)
+        # Why this broker takes no puts now (a slave; a master with too few in-sync replicas),
+        # or None; set by the worker from the supervisor's replication role.
+        self.put_refusal: str | None = None
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -65,6 +68,8 @@ class PartitionTable:
 
     def check_put(self, topic: str, partition: int) -> TopicConfig:
         """MetaQ's store creation rules for a put (errors carry MetaQ's detail texts)."""
+        if self.put_refusal is not None:
+            raise ServiceUnavailableError(self.put_refusal)
         settings = self.topic_config(topic)
         if settings is None:
             raise UnknownTopicError(f"The server do not accept topic {topic}")

@@ -10,7 +10,9 @@ ZooKeeper; this line is everything a worker needs of it:
   copies ``leader``); ``epoch``: the master epoch of this broker id (0: replication never set
   up); ``replica``: this broker's own name (``m`` or ``s<slaveId>``);
 * a master's ``isr`` (the replicas that count for acknowledgements, itself included) and
-  ``min_isr`` (``minInSyncReplicas``); a follower's ``leader`` URL.
+  ``min_isr`` (``minInSyncReplicas``); a follower's ``leader`` URL; ``hold``: a master that
+  takes no puts for now (its ZooKeeper connection is suspended or it is stopping, and another
+  replica may be taking over).
 
 Up (each worker -> the supervisor): ``ReplicaProgress``, a shared block of int64 the supervisor
 polls. A master's worker writes, per follower replica, when that follower was last caught up on
@@ -57,6 +59,7 @@ class ReplicaRole:
     leader: str | None = None  # a follower's master URL
     isr: tuple[str, ...] = field(default_factory=tuple)
     min_isr: int = 1
+    hold: bool = False  # a master that must not take puts now (ZooKeeper suspended, stopping)
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self), separators=(",", ":")) + "\n").encode()

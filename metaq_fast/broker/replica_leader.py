@@ -50,6 +50,7 @@ class NotEnoughReplicasError(MetaqError):
 
     code = SERVICE_UNAVAILABLE
     retriable = True
+    replication = True
 
 
 class _SlotState:

@@ -81,17 +81,25 @@ def serve(args) -> int:
             zookeeper.stop()
 
 
-def registry_factory(config, url: str) -> BrokerRegistry:
-    """Register this broker in ZooKeeper (the supervisor calls this once workers serve)."""
+def registry_factory(config, url: str, replication) -> BrokerRegistry:
+    """Register this broker in ZooKeeper (the supervisor calls this once workers serve), in the
+    role ``replication`` (broker/replication.py) decides at every pass."""
     zk = config.zk
+
+    def on_change(state: str) -> None:
+        log.info("ZooKeeper session %s", state)
+        replication.on_session(state)
+
     registry = BrokerRegistry(
         zk.connect, root=zk.root, broker_id=config.broker_id, url=url,
         session_timeout_ms=zk.session_timeout_ms, connection_timeout_ms=zk.connection_timeout_ms,
-        sync_time_ms=zk.sync_time_ms, config_checksum=config.checksum,
-        on_change=lambda state: log.info("ZooKeeper session %s", state))
+        sync_time_ms=zk.sync_time_ms, config_checksum=config.checksum, on_change=on_change,
+        slave_id=config.slave.slave_id if config.slave is not None else None)
+    replication.attach(registry)
     registry.start(timeout_s=max(10.0, zk.connection_timeout_ms / 1000))
-    log.info("registered broker %d as %s in ZooKeeper %s%s", config.broker_id, url, zk.connect,
-             zk.root)
+    role = replication.role
+    log.info("registered broker %d as %s (%s%s) in ZooKeeper %s%s", config.broker_id, url,
+             role.role, f", epoch {role.epoch}" if role.epoch else "", zk.connect, zk.root)
     return registry
 
 

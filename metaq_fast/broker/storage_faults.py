@@ -91,7 +91,10 @@ class StorageFaults:
         return INTERNAL_SERVER_ERROR, detail
 
     def unflushed(self, topic: str, partition: int, exc: BaseException) -> tuple[int, str]:
-        """(code, detail) for a put whose reply waited for a flush that failed."""
+        """(code, detail) for a put whose reply waited for a flush, or for its replicas, and
+        that failed."""
+        if getattr(exc, "replication", False):  # replica_leader.NotEnoughReplicasError: 503
+            return exc.code, f"stored here but not acknowledged: {exc}"
         reason = exc.reason if isinstance(exc, PartitionOfflineError) else str(exc)
         return INTERNAL_SERVER_ERROR, (f"not stored durably: the flush failed ({reason}); the "
                                        f"partition is offline, {RECOVERY_HINT}")

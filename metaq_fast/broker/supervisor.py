@@ -62,6 +62,7 @@ from .closed import ClosedPartitions
 from .counters import NAMES, Counters
 from .http import start_dashboard
 from .heartbeat import Heartbeats, beat_interval_s
+from .replication import ReplicationCoordinator
 from .worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class Supervisor:
         self.wakeup_r, self.wakeup_w = os.pipe()
         os.set_blocking(self.wakeup_r, False)
         os.set_blocking(self.wakeup_w, False)
+        self.replication = ReplicationCoordinator(self.config, self.count, self._wake,
+                                                  url=self.broker_url)
         self.signals: list[int] = []
         self.stopping = False
         self.exit_code = 0
@@ -143,13 +146,15 @@ class Supervisor:
             return self.exit_code  # 1 when a worker could not start; 0 when stopped meanwhile
         if self.registry_factory is not None and not self.stopping:
             try:
-                self.registry = self.registry_factory(self.config, self.broker_url)
+                self.registry = self.registry_factory(self.config, self.broker_url,
+                                                      self.replication)
             except Exception as exc:
                 log.error("cannot register in ZooKeeper: %s", exc)
                 self._stop_dashboard()
                 self._stop_workers()
                 return 1
             self._drain_events()
+            self.replication.start()
         for topic in self.config.topics:
             self._register_topic(topic)
         if self.registry is not None:
@@ -171,7 +176,9 @@ class Supervisor:
         finally:
             if self.registry is not None:
                 # MetaQ's order: leave ZooKeeper first and give clients zkSyncTimeMs to notice,
-                # so producers move to other brokers while this one still answers.
+                # so producers move to other brokers while this one still answers. A master
+                # with slaves stops taking puts first: one of them may take over at once.
+                self.replication.before_unregister()
                 try:
                     self.registry.stop(timeout_s=10 + self.config.zk.sync_time_ms / 1000,
                                        sync_wait=True)
@@ -186,6 +193,7 @@ class Supervisor:
                     pass
             for sock in self.sockets + self.direct_sockets:
                 sock.close()
+            self.replication.close()
         log.info("metaq-server stopped (exit %d)", self.exit_code)
         return self.exit_code
 
@@ -209,6 +217,7 @@ class Supervisor:
 
     def _fork(self, slot: int, ready_r: int, ready_w: int) -> int:
         """Fork the worker of ``slot`` (the child never returns from here); its pid."""
+        control_fd, role = self.replication.control_pipe(slot)
         spec = WorkerSpec(slot=slot, workers=self.count, config=self.config,
                           listen_socket=self.sockets[slot], instance=self.instance,
                           direct_socket=self.direct_sockets[slot], direct_ports=self.direct_ports,
@@ -216,12 +225,21 @@ class Supervisor:
                           closed=self.closed, port=self.port,
                           broker_url=self.broker_url, started_s=self.started_s,
                           ready_fd=ready_w, events_fd=self.events_w, supervisor_pid=os.getpid(),
-                          heartbeats=self.heartbeats)
+                          heartbeats=self.heartbeats, progress=self.replication.progress,
+                          control_fd=control_fd, role=role)
         self.heartbeats.beat(slot)  # a fresh slot: the new worker's clock starts now
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            os.close(control_fd)
+            raise
+        if pid != 0:
+            os.close(control_fd)  # the child's end
         if pid == 0:
             try:
                 os.close(ready_r)
+                for fd in self.replication.write_fds():
+                    os.close(fd)
                 for fd in (self.events_r, self.wakeup_r, self.wakeup_w):
                     try:
                         os.close(fd)
@@ -442,6 +460,14 @@ class Supervisor:
             self._poll(0.2)
             if not self.stopping:
                 self._tend()
+                self.replication.tick()
+
+    def _wake(self) -> None:
+        """Make the loop go round now (from another thread: a ZooKeeper callback)."""
+        try:
+            os.write(self.wakeup_w, b"w")
+        except OSError:
+            pass
 
     def _check_heartbeat(self, worker: WorkerProcess) -> None:
         silent_s = self.heartbeats.silent_s(worker.slot)

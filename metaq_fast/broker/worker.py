@@ -31,6 +31,9 @@ from .flusher import Flusher
 from .handler import Handler
 from .heartbeat import Heartbeats, start_beating
 from .partitions import PartitionTable
+from .replica_control import ReplicaProgress, ReplicaRole
+from .replica_follower import ReplicaFollower
+from .replica_leader import ReplicaLeader
 from .retention import RetentionScheduler
 from .stats import StatsService
 
@@ -59,6 +62,9 @@ class WorkerSpec:
     events_fd: int
     supervisor_pid: int
     heartbeats: Heartbeats | None = None
+    progress: ReplicaProgress | None = None  # replication figures for the supervisor
+    control_fd: int = -1  # the supervisor's role lines (replica_control.py)
+    role: ReplicaRole | None = None  # the role to start in
 
 
 class Worker:
@@ -75,8 +81,16 @@ class Worker:
         self.stats = StatsService(self.table, spec.counters, port=spec.port,
                                   started_s=spec.started_s, reset_block=spec.reset_block,
                                   closed=spec.closed, direct_ports=spec.direct_ports)
+        self.replica_leader = ReplicaLeader(
+            self.loop, self.table, spec.slot, spec.workers, spec.progress, spec.broker_url,
+            ack_timeout_s=2 * self.config.replica_lag_max_ms / 1000)
+        self.replica_follower = ReplicaFollower(self.loop, self.table, self.flusher, spec.slot,
+                                                spec.workers, spec.progress, self.config)
+        self.role = spec.role or ReplicaRole(min_isr=self.config.min_in_sync_replicas)
         self.handler = Handler(self.table, broker_url=spec.broker_url, counters=self.counters,
-                               flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed)
+                               flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed,
+                               replication=self.replica_leader)
+        self._control_buffer = b""
         self.connections: set[Connection] = set()
         self.stopping = False
         self._link_listener: socket.socket | None = None
@@ -111,6 +125,10 @@ class Worker:
         self.retention = RetentionScheduler(self.loop, self.table, self.flusher.executor)
         self.retention.start()
         self.table.on_created = self._on_partition_created
+        self.apply_role(self.role)
+        if self.spec.control_fd >= 0:
+            os.set_blocking(self.spec.control_fd, False)
+            self.loop.add_reader(self.spec.control_fd, self._on_control)
         if self.spec.heartbeats is not None:
             start_beating(self.loop, self.spec.heartbeats, self.spec.slot)
 
@@ -118,6 +136,48 @@ class Worker:
         self.flusher.track(partition_log)
         self.counters.store_created(partition_log.topic, partition_log.partition)
         self.announce_topic(partition_log.topic)
+        if self.role.is_master and self.role.epoch:
+            partition_log.epochs.assign(self.role.epoch, partition_log.end_offset)
+        self.replica_leader.appended()  # a follower's parked fetch learns of it
+
+    # ---- replication role -----------------------------------------------------------------
+
+    def _on_control(self) -> None:
+        """Role lines from the supervisor: the newest one counts."""
+        try:
+            data = os.read(self.spec.control_fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:  # the supervisor is gone; the parent-death signal ends us
+            self.loop.remove_reader(self.spec.control_fd)
+            return
+        *lines, self._control_buffer = (self._control_buffer + data).split(b"\n")
+        if lines and lines[-1]:
+            self.apply_role(ReplicaRole.from_line(lines[-1]))
+
+    def apply_role(self, role: ReplicaRole) -> None:
+        """Become what the supervisor says: a master in ``role.epoch`` (records appended from
+        now on are that epoch's) or a follower of ``role.leader``."""
+        if role.is_master and role.epoch:
+            for partition_log in self.table.logs.values():
+                if partition_log.failed is None:
+                    partition_log.epochs.assign(role.epoch, partition_log.end_offset)
+        changed = role != self.role
+        self.role = role
+        self.replica_leader.set_role(role)
+        self.replica_follower.set_role(role)
+        if role.is_master and role.hold:
+            self.table.put_refusal = (
+                f"broker {self.config.broker_id} takes no puts for now: it is stopping or has "
+                "lost ZooKeeper, and another replica may be taking over as master")
+        elif role.is_master:
+            self.table.put_refusal = self.replica_leader.put_refusal
+        else:
+            self.table.put_refusal = (
+                f"broker {self.config.broker_id} is a slave ({role.replica}) and takes no puts; "
+                f"its master is {role.leader or 'not registered'}")
+        if changed:
+            log.info("replication role: %s", role)
 
     def announce_topic(self, topic: str) -> None:
         """Tell the supervisor a topic has a store here (it registers it in ZooKeeper)."""
@@ -159,6 +219,7 @@ class Worker:
         if self.stopping:
             return
         self.stopping = True
+        self.replica_follower.stop()
         log.info("stopping: %d connection(s) open", len(self.connections))
         self.loop.remove_reader(self.spec.listen_socket.fileno())
         self.loop.remove_reader(self.spec.direct_socket.fileno())

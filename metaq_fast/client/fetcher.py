@@ -162,7 +162,7 @@ class Fetcher:
         if self.fetched.qsize() >= self.queued_batches_max:  # the application is behind
             self._schedule_fetch(state, BEHIND_RECHECK_S)
             return
-        url = self.cluster.broker_url(state.broker_id)
+        url = self.cluster.read_url(state.broker_id)  # the master, or a slave if it is gone
         if url is None:
             self._back_off(state, f"broker {state.broker_id} not registered")
             return

@@ -47,6 +47,10 @@ class BrokerNodes:
         self._ops = ops
         self.slave_id = slave_id
         self._left: list[int | None] = []  # roles given up whose nodes may still exist
+        # Replication (broker/replication.py): called at the start of every full pass, it may
+        # claim the master role in ZooKeeper and returns the slave id to register as (None:
+        # master). Without it the role is fixed.
+        self.role_hook: Callable[[KazooClient], int | None] | None = None
 
     def set_slave_id(self, slave_id: int | None) -> None:
         """Switch role (None: master); the next full pass removes the old role's nodes."""
@@ -84,6 +88,8 @@ class BrokerNodes:
         ``DuplicateBrokerError``); ``check_stop`` raises to abandon the pass. Each topic made
         to match is recorded in ``work.done``.
         """
+        if self.role_hook is not None:
+            self.set_slave_id(self.role_hook(client))
         self._leave_old_roles(client, sorted(work.topics.keys() | work.dirty))
         self._ensure_own(client, started)
         check_stop()

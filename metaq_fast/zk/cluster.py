@@ -13,7 +13,10 @@ Everything is driven by ZooKeeper watches through kazoo's recipes; nothing polls
 * Brokers: a children watch on ``brokers/ids``; for every ``<id>`` child a ``DataWatch`` on
   ``ids/<id>/master``. A ``DataWatch`` follows a node that does not exist yet, so an ``<id>``
   node without a ``master`` child (a crashed broker's persistent node, a slave-only id) is simply
-  absent from ``brokers()`` until its master appears.
+  absent from ``brokers()`` until its master appears. A children watch on ``ids/<id>`` keeps its
+  ``slave<n>`` nodes: ``read_url`` gives a consumer the master, or a slave when the master is
+  gone (MetaQ's cluster view reads from a slave of the same id then; we take the lowest slave
+  id rather than a random one, so that a group's consumers agree).
 * Topics, on first use (``publish_partitions``, ``subscribe_partitions``, ``watch_topic``):
   ``topics-pub/<t>`` and ``topics-sub/<t>`` are created if missing (as MetaQ's ``publish`` and
   consumer registration do) and a children watch is kept on each. On every children event the
@@ -185,6 +188,9 @@ class ClusterView:
         self._ids_read_lock = threading.Lock()  # serialises re-reads of brokers/ids
         self._closed = False
         self._masters: dict[int, str] = {}
+        self._slaves: dict[int, dict[int, str]] = {}  # broker id -> {slave id: url}
+        self._slave_followers: dict[int, _FollowedChildren] = {}
+        self._slaves_read_lock = threading.Lock()
         # broker id -> (generation, DataWatch on ids/<id>/master or None while it starts)
         self._master_watches: dict[int, tuple[int, DataWatch | None]] = {}
         self._generations = itertools.count(1)
@@ -218,6 +224,20 @@ class ClusterView:
         """Master url of ``broker_id``, or ``None`` if it has no live master."""
         with self._state_lock:
             return self._masters.get(broker_id)
+
+    def read_url(self, broker_id: int) -> str | None:
+        """Where a consumer reads ``broker_id``'s partitions: its master, else its lowest slave."""
+        with self._state_lock:
+            url = self._masters.get(broker_id)
+            slaves = self._slaves.get(broker_id)
+            if url is None and slaves:
+                url = slaves[min(slaves)]
+            return url
+
+    def slaves(self, broker_id: int) -> dict[int, str]:
+        """``{slave id: url}`` of the slaves registered for ``broker_id``."""
+        with self._state_lock:
+            return dict(self._slaves.get(broker_id, {}))
 
     def publish_partitions(self, topic: str) -> list[Partition]:
         """Partitions a producer may send ``topic`` to, sorted numerically (MetaQ §6.3).
@@ -358,6 +378,8 @@ class ClusterView:
                 topics = list(self._topics.values())
                 master_watches = [w for _, w in self._master_watches.values()]
                 self._master_watches.clear()
+                slave_followers = list(self._slave_followers.values())
+                self._slave_followers.clear()
                 self._broker_callbacks.clear()
                 for t in topics:
                     t.callbacks.clear()
@@ -368,6 +390,8 @@ class ClusterView:
                 t.close()
             for watch in master_watches:
                 _stop_watch(watch)
+            for follower in slave_followers:
+                follower.close()
 
     @property
     def closed(self) -> bool:
@@ -409,6 +433,9 @@ class ClusterView:
                 gone = [i for i in self._master_watches if i not in ids]
                 stopped = [self._master_watches.pop(i)[1] for i in gone]
                 changed = any(self._masters.pop(i, None) is not None for i in gone)
+                changed = any([self._slaves.pop(i, None) for i in gone]) or changed
+                slave_followers = [self._slave_followers.pop(i) for i in gone
+                                   if i in self._slave_followers]
                 started = {}
                 for broker_id in sorted(ids - self._master_watches.keys()):
                     started[broker_id] = next(self._generations)
@@ -417,10 +444,50 @@ class ClusterView:
                     self._recompute_publish_locked()
             for watch in stopped:
                 _stop_watch(watch)
+            for follower in slave_followers:
+                follower.close()
             if changed:
                 self._notify_brokers()
             for broker_id, generation in started.items():
                 self._start_master_watch(broker_id, generation)
+                follower = _FollowedChildren(self._client, paths.broker_id_path(
+                    self._root, broker_id), partial(self._read_slaves, broker_id))
+                with self._state_lock:
+                    if not self._closed and broker_id in self._master_watches:
+                        self._slave_followers[broker_id], follower = follower, None
+                if follower is not None:
+                    follower.close()
+
+    def _read_slaves(self, broker_id: int) -> None:
+        """Re-read the ``slave<n>`` children of ``ids/<id>`` and their urls."""
+        with self._slaves_read_lock:
+            path = paths.broker_id_path(self._root, broker_id)
+            try:
+                children = self._client.get_children(path)
+                found = {}
+                for name in children:
+                    try:
+                        slave_id = paths.parse_slave_node_name(name)
+                        data, _ = self._client.get(f"{path}/{name}")
+                        paths.parse_broker_url(data)
+                        found[slave_id] = paths.decode_text(data)
+                    except (ValueError, NoNodeError):
+                        continue
+            except NoNodeError:
+                found = {}
+            except KazooException as e:
+                log.info("reading the slaves of broker %d failed (%r)", broker_id, e)
+                return
+            with self._state_lock:
+                if self._closed or broker_id not in self._master_watches:
+                    return
+                changed = self._slaves.get(broker_id, {}) != found
+                if found:
+                    self._slaves[broker_id] = found
+                else:
+                    self._slaves.pop(broker_id, None)
+        if changed:
+            self._notify_brokers()
 
     def _start_master_watch(self, broker_id: int, generation: int) -> None:
         path = paths.broker_master_path(self._root, broker_id)

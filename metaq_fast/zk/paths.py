@@ -17,6 +17,8 @@ Tree (root ``/meta``, the default ``zk.zkRoot``)::
     /meta/consumers/<group>/ids/<consumerId>              ephemeral; "topicA,topicB"
     /meta/consumers/<group>/owners/<topic>/<b>-<p>        ephemeral; owning consumerId
     /meta/consumers/<group>/offsets/<topic>/<b>-<p>       persistent; "<msgId>-<offset>"
+    /meta/replication/<brokerId>                          persistent; ours: master epoch, leader
+                                                          and in-sync replicas (replica_state.py)
 
 Conventions: path builders return ``str``; ``encode_*`` return the node data as UTF-8 ``bytes``
 (what kazoo's ``create``/``set`` take); ``parse_*`` accept ``bytes`` or ``str``. Malformed input
@@ -166,6 +168,11 @@ def broker_slave_path(root: str, broker_id: int, slave_id: int) -> str:
 def master_config_checksum_path(root: str, broker_id: int) -> str:
     """``/meta/brokers/ids/<id>/master_config_checksum`` (ephemeral; decimal CRC32)."""
     return broker_id_path(root, broker_id) + "/" + MASTER_CONFIG_CHECKSUM_NODE
+
+
+def replication_state_path(root: str, broker_id: int) -> str:
+    """``/meta/replication/<id>``: a broker id's master epoch and in-sync set (not MetaQ's)."""
+    return _join(root, "replication", str(_broker_id(broker_id)))
 
 
 def parse_slave_node_name(name: str) -> int:

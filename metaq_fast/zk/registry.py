@@ -328,6 +328,19 @@ class BrokerRegistry:
     def slave_id(self) -> int | None:
         return self._nodes.slave_id
 
+    def set_role_hook(self, hook) -> None:
+        """Before ``start``: ``hook(client)`` runs at the start of every full pass, on the
+        maintainer thread, and returns the slave id to register as (None: master); it may
+        claim the master role first (broker/replication.py). It must not call back into the
+        registry's waiting methods."""
+        self._nodes.role_hook = hook
+
+    def request_pass(self) -> None:
+        """Run a full pass soon (the role may have changed: a master gone, a new leader)."""
+        with self._cond:
+            self._desired.need_pass = True
+            self._cond.notify_all()
+
     def register_topic(
         self,
         topic: str,

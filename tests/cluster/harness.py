@@ -37,10 +37,12 @@ GROUPS = ("g1", "g2")
 
 class Cluster:
     def __init__(self, tmp_path: Path, *, brokers: int = 2, partitions: int = 2,
-                 consumers_per_group: int = 2, workers: int = 1):
+                 consumers_per_group: int = 2, workers: int = 1, system: dict | None = None):
         self.directory = Path(tmp_path)
         self.partitions = partitions
         self.workers = workers
+        self.system = dict(system or {})  # more [system] keys for every broker
+        self.replicas: dict[tuple[int, int], BrokerProcess] = {}  # (broker id, slave id)
         self.consumers_per_group = consumers_per_group
         self.net = Network("c")
         self.brokers: dict[int, BrokerProcess] = {}
@@ -81,12 +83,38 @@ class Cluster:
             self.directory / f"b{broker_id}", host=host, broker_id=broker_id, port=BROKER_PORT,
             workers=self.workers, zk_connect=self.zk_connect,
             topics={TOPIC: {"numPartitions": self.partitions}},
-            system={"hostName": host.address})
+            system={"hostName": host.address, **self.system})
         self.brokers[broker_id] = broker
         if start:
             broker.start()
             self.wait_registered(broker_id)
         return broker
+
+    def add_replica(self, broker_id: int, slave_id: int, start: bool = True) -> BrokerProcess:
+        """Slave ``slave_id`` of broker ``broker_id`` on a host of its own, ``r<id>s<slave>``."""
+        host = self.net.add_host(f"r{broker_id}s{slave_id}")
+        replica = BrokerProcess(
+            self.directory / f"r{broker_id}s{slave_id}", host=host, broker_id=broker_id,
+            port=BROKER_PORT, workers=self.workers, zk_connect=self.zk_connect,
+            topics={TOPIC: {"numPartitions": self.partitions}},
+            system={"hostName": host.address, **self.system}, args=("--slave-id", str(slave_id)))
+        self.replicas[(broker_id, slave_id)] = replica
+        if start:
+            replica.start()
+        return replica
+
+    def replication_state(self, broker_id: int) -> dict | None:
+        """The broker id's ``/meta/replication/<id>`` (epoch, leader, isr), or None."""
+        import json
+        from kazoo.exceptions import NoNodeError
+
+        def read():
+            try:
+                return json.loads(self.zk.get(f"/meta/replication/{broker_id}")[0])
+            except NoNodeError:
+                return None
+
+        return self.read_zk(read)
 
     def registered_broker(self, broker_id: int) -> bool:
         """Its master node and its topic's ``topics-pub`` entry are in ZooKeeper."""
@@ -200,7 +228,7 @@ class Cluster:
                 proc.kill()
         for producer in self.producers:
             producer.kill()
-        for broker in self.brokers.values():
+        for broker in [*self.brokers.values(), *self.replicas.values()]:
             try:
                 broker.kill()
             except Exception:  # noqa: BLE001 - keep tearing down
