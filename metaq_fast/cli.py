@@ -83,6 +83,8 @@ def admin_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for ZooKeeper and brokers (default 10)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("brokers", help="list brokers (ids, master and slave urls)")
+    sub.add_parser("replication", help="each broker id's replicas: role, epoch, in-sync set, "
+                                       "lag (slaves)")
     sub.add_parser("topics", help="list topics with their brokers and partition counts")
     cmd = sub.add_parser("partitions", help="list a topic's partitions with first/end offsets")
     cmd.add_argument("topic")
@@ -165,6 +167,9 @@ def admin_main(argv: list[str] | None = None) -> int:
             code = 0
             if args.command == "brokers":
                 result = admin.brokers()
+            elif args.command == "replication":
+                from .client.admin_replication import replication_status
+                result = replication_status(admin)
             elif args.command == "topics":
                 result = admin.topics()
             elif args.command == "partitions":

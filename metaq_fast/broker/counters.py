@@ -51,6 +51,10 @@ NAMES = (
     "worker_starts",    # times this worker slot was started (restarts = starts - 1)
     "disk_full_refusals",  # put requests refused because the disk was full
     "fsync_failures",   # flushes that failed and took their partition offline
+    "replicated_messages",  # records a slave copied from its master
+    "replicated_bytes",     # their bytes
+    "replica_lag_bytes",    # gauge (partition entries only): the master's end minus ours
+    "replica_caught_up_ms",  # gauge (partition entries only): monotonic ms we last had it all
 )
 INDEX = {name: i for i, name in enumerate(NAMES)}
 
@@ -225,6 +229,13 @@ class CounterRow:
             values = self.partitions.values_for(topic, partition)
             if values is not None:
                 values[index] += amount
+
+    def set_for(self, topic: str, partition: int, index: int, value: int) -> None:
+        """Set a gauge of (topic, partition) (the worker row does not sum gauges)."""
+        if self.partitions is not None and partition >= 0:
+            values = self.partitions.values_for(topic, partition)
+            if values is not None:
+                values[index] = value
 
     def __getitem__(self, name: str) -> int:
         return int(self.values[INDEX[name]])

@@ -55,6 +55,7 @@ from ..storage import files
 from ..storage.state import FIRST_OFFSET, MAGIC, STATE_BYTES, VISIBLE_END
 from .counters import INDEX
 from .partitions import PartitionTable
+from .replica_control import now_ms
 from .storage_faults import RECOVERY_HINT
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ PARTITION_COUNTERS = (
      "put requests refused because the disk was full"),
     ("metaq_partition_fsync_failures", "fsync_failures",
      "failed flushes that took the partition offline"),
+    ("metaq_partition_messages_replicated", "replicated_messages",
+     "records this slave copied from its master"),
+    ("metaq_partition_bytes_replicated", "replicated_bytes",
+     "record bytes this slave copied from its master"),
 )
 # broker totals (every worker row summed): metric name, column, help
 BROKER_COUNTERS = (
@@ -160,6 +165,36 @@ class BrokerCollector:
         yield from self._workers()
         yield from self._broker_totals()
         yield from self._partitions()
+        yield from self._replication()
+
+    def _replication(self):
+        """The role of this broker for its id, and how far its followers (or, on a slave,
+        its partitions: in ``_partitions``) are behind."""
+        replication = getattr(self.supervisor, "replication", None)
+        if replication is None:
+            return
+        role = replication.role
+        info = InfoMetricFamily("metaq_replication", "this broker's replication role", labels=())
+        info.add_metric([], {"role": role.role, "replica": role.replica,
+                             "leader": role.leader or "", "isr": ",".join(role.isr)})
+        yield info
+        yield GaugeMetricFamily("metaq_replication_epoch", "master epoch of this broker id",
+                                value=role.epoch)
+        yield GaugeMetricFamily("metaq_replication_in_sync_replicas",
+                                "replicas in sync (a master; itself counted)",
+                                value=len(role.isr) if role.is_master else 0)
+        lag = GaugeMetricFamily("metaq_replication_follower_lag_bytes",
+                                "bytes a follower lacks of this master's partitions",
+                                labels=["replica"])
+        age = GaugeMetricFamily("metaq_replication_follower_caught_up_age_seconds",
+                                "seconds since the follower last had everything (-1: never)",
+                                labels=["replica"])
+        if role.is_master:
+            for replica in replication.progress.followers_seen():
+                caught_ms, lag_bytes, _fetched = replication.progress.follower_lag(replica)
+                lag.add_metric([replica], lag_bytes)
+                age.add_metric([replica], caught_ms / 1000 if caught_ms >= 0 else -1)
+        yield from (lag, age)
 
     def _workers(self):
         sup = self.supervisor
@@ -220,6 +255,13 @@ class BrokerCollector:
         closed_gauge = GaugeMetricFamily("metaq_partition_closed",
                                          "1 while an operator has closed the partition",
                                          labels=labels)
+        lag = GaugeMetricFamily("metaq_partition_replica_lag_bytes",
+                                "a slave: bytes of the partition its master has and it lacks",
+                                labels=labels)
+        lag_s = GaugeMetricFamily("metaq_partition_replica_lag_seconds",
+                                  "a slave: seconds since it last had all of the partition "
+                                  "(0 while it has)",
+                                  labels=labels)
         offline_gauge = GaugeMetricFamily(
             "metaq_partition_offline",
             "1 while the partition is offline after a failed flush (until the broker restarts)",
@@ -230,6 +272,11 @@ class BrokerCollector:
             if values is not None:
                 for name, column, _text in PARTITION_COUNTERS:
                     counters[name].add_metric(label, int(values[0][INDEX[column]]))
+                caught = int(values[0][INDEX["replica_caught_up_ms"]])
+                if caught:
+                    behind = int(values[0][INDEX["replica_lag_bytes"]])
+                    lag.add_metric(label, behind)
+                    lag_s.add_metric(label, max(0, now_ms() - caught) / 1000 if behind else 0.0)
             if key in states:
                 first_offset, end_offset = states[key]
                 end.add_metric(label, end_offset)
@@ -238,7 +285,7 @@ class BrokerCollector:
             closed_gauge.add_metric(label, 1.0 if key in closed else 0.0)
             offline_gauge.add_metric(label, 1.0 if key in offline else 0.0)
         yield from counters.values()
-        yield from (end, first, stored, closed_gauge, offline_gauge)
+        yield from (end, first, stored, closed_gauge, offline_gauge, lag, lag_s)
 
 
 # ---- /stats ------------------------------------------------------------------------------------

@@ -128,3 +128,41 @@ class ReplicaProgress:
         """A follower: (its lag in bytes, ms since the least recent answered fetch; -1 never)."""
         fetched = int(self.follower[:, FETCH_MS].min())
         return int(self.follower[:, LAG_BYTES].sum()), (now_ms() - fetched if fetched else -1)
+
+
+def status_lines(role: ReplicaRole, progress: ReplicaProgress | None,
+                 partitions: dict) -> list[str]:
+    """``stats replication``: this broker's role and, per follower (a master) or per partition
+    (a follower), how far behind it is: bytes the master has and it lacks (as of the last
+    fetch answer, ``last_fetch_ms_ago``), and ms since it last had all of it (0 while it has). ``partitions``: the shared counters' snapshot,
+    ``{(topic, partition): (values, base)}`` with the columns of counters.NAMES."""
+    from .counters import INDEX
+
+    lines = [f"role {role.role}", f"replica {role.replica}", f"epoch {role.epoch}",
+             f"min_in_sync_replicas {role.min_isr}"]
+    now = now_ms()
+    if role.is_master:
+        lines += [f"in_sync_replicas {','.join(role.isr)}",
+                  f"holding_puts {'true' if role.hold else 'false'}"]
+        if progress is not None:
+            for replica in progress.followers_seen():
+                caught, lag, fetched = progress.follower_lag(replica)
+                lines.append(f"follower_{replica} caught_up_ms_ago={caught} lag_bytes={lag} "
+                             f"last_fetch_ms_ago={fetched}")
+        return lines
+    lines.append(f"leader {role.leader or '-'}")
+    total = 0
+    for (topic, partition), (values, _base) in sorted(partitions.items()):
+        copied = int(values[INDEX["replicated_messages"]])
+        caught = int(values[INDEX["replica_caught_up_ms"]])
+        if not copied and not caught:
+            continue
+        lag = int(values[INDEX["replica_lag_bytes"]])
+        total += lag
+        behind_ms = 0 if lag == 0 and caught else (now - caught if caught else -1)
+        lines.append(f"partition_{topic}-{partition} lag_bytes={lag} lag_ms={behind_ms} "
+                     f"replicated_messages={copied}")
+    lines.insert(5, f"lag_bytes {total}")
+    if progress is not None:
+        lines.insert(6, f"last_fetch_ms_ago {progress.own_lag()[1]}")
+    return lines

@@ -34,7 +34,8 @@ from ..protocol import (
     encode_replicate,
     parse_replica_entries,
 )
-from .replica_control import ReplicaProgress, ReplicaRole
+from .counters import CounterRow
+from .replica_control import ReplicaProgress, ReplicaRole, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class _Link:
 
 class ReplicaFollower:
     def __init__(self, loop: asyncio.AbstractEventLoop, table, flusher, slot: int, workers: int,
-                 progress: ReplicaProgress | None, config):
+                 progress: ReplicaProgress | None, config, counters: CounterRow | None = None):
         self.loop = loop
+        self.counters = counters
         self.table = table
         self.flusher = flusher
         self.slot = slot
@@ -170,7 +172,9 @@ class ReplicaFollower:
                 if reply.code != 200:
                     raise ReplicationError(f"the master answered {reply.code}: "
                                            f"{bytes(reply.body)[:200].decode(errors='replace')}")
-                touched = self._apply(parse_replica_entries(reply.body))
+                entries = parse_replica_entries(reply.body)
+                touched = self._apply(entries)
+                self._caught_up(positions, entries)
                 for log_ in touched:
                     if log_.flush_policy.group_commit:  # durable before we say we hold it
                         await self.flusher.flushed_future(log_, log_.end_offset)
@@ -195,9 +199,16 @@ class ReplicaFollower:
             if e.kind == "data":
                 log_ = self.table.log_for(e.topic, e.partition, create=True)
                 self._master_ends[key] = e.log_end
-                if log_.append_replicated(e.offset, e.data, e.segment_start, e.epoch) is not None:
+                result = log_.append_replicated(e.offset, e.data, e.segment_start, e.epoch)
+                if result is not None:
                     self.flusher.appended(log_)
                     touched.append(log_)
+                    if self.counters is not None:
+                        self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_MESSAGES,
+                                              len(result))
+                        self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_BYTES,
+                                              result.end_offset - result.first_offset)
+                self._lag(e.topic, e.partition, e.log_end - log_.end_offset)
             elif e.kind == "diverged":
                 log_ = self.table.log_for(e.topic, e.partition, create=True)
                 _found, own_end = log_.epochs.end_offset_for(e.epoch, log_.end_offset)
@@ -212,6 +223,21 @@ class ReplicaFollower:
             elif e.kind != "missing":
                 raise ProtocolError(f"unknown replica entry {e.kind}")
         return touched
+
+    def _caught_up(self, positions, entries) -> None:
+        """A listed partition the answer says nothing of is caught up (the master answers
+        every partition with news)."""
+        answered = {(e.topic, e.partition) for e in entries}
+        for p in positions:
+            if (p.topic, p.partition) not in answered:
+                self._lag(p.topic, p.partition, 0)
+
+    def _lag(self, topic: str, partition: int, lag_bytes: int) -> None:
+        if self.counters is None:
+            return
+        self.counters.set_for(topic, partition, CounterRow.REPLICA_LAG_BYTES, max(0, lag_bytes))
+        if lag_bytes <= 0:
+            self.counters.set_for(topic, partition, CounterRow.REPLICA_CAUGHT_UP_MS, now_ms())
 
     def _report(self, fetched: bool) -> None:
         if self.progress is None:

@@ -18,7 +18,9 @@ offset, get_miss and put_failed (so Value = Count, as MetaQ adds 1 each time); f
 message_size, Count = messages stored and Value = their data bytes (MetaQ counts every put
 request there, failed ones included; we count what was stored).
 
-``stats storage`` is ours (MetaQ's own items keep their exact lines): ``disk_full_refusals <n>``,
+``stats replication`` is ours: this broker's replication role, epoch, in-sync set and how far
+each follower (or, on a slave, each partition) is behind (replica_control.status_lines).
+``stats storage`` is ours too (MetaQ's own items keep their exact lines): ``disk_full_refusals <n>``,
 ``fsync_failures <n>``, ``offline_partitions <n>``, then ``offline_<topic>-<partition> <reason>``
 per partition offline after a failed flush (see storage_faults.py). A topic named ``storage``
 is asked for as ``stats storage`` no more, as with ``topics`` or ``offsets`` in MetaQ.
@@ -74,6 +76,8 @@ class StatsService:
         self._reset = reset_block
         self.closed = closed
         self.direct_ports = list(direct_ports)
+        self.replication = None  # callable -> lines of ``stats replication`` (the worker's)
+        self.is_slave = lambda: False  # the worker's: does this broker follow a master now?
         # which partitions this worker counts figures for (counters.py, PartitionWriter)
         counters.writer(table.slot).accept = self._accept_partition
 
@@ -111,6 +115,8 @@ class StatsService:
             lines = self.realtime()
         elif item == "storage":
             lines = self.storage()
+        elif item == "replication" and self.replication is not None:
+            lines = self.replication()
         elif item == "reset":
             self.reset()
             lines = ["reset ok"]
@@ -129,7 +135,7 @@ class StatsService:
             f"port {self.port}",
             f"uptime {int(time.time() - self.started_s)}",
             f"version {__version__}",
-            "slave false",
+            f"slave {'true' if self.is_slave() else 'false'}",
             f"curr_connections {totals['connections']}",
             f"threads {threading.active_count()}",
             f"cmd_put {totals['cmd_put']}",

@@ -31,7 +31,7 @@ from .flusher import Flusher
 from .handler import Handler
 from .heartbeat import Heartbeats, start_beating
 from .partitions import PartitionTable
-from .replica_control import ReplicaProgress, ReplicaRole
+from .replica_control import ReplicaProgress, ReplicaRole, status_lines
 from .replica_follower import ReplicaFollower
 from .replica_leader import ReplicaLeader
 from .retention import RetentionScheduler
@@ -85,8 +85,12 @@ class Worker:
             self.loop, self.table, spec.slot, spec.workers, spec.progress, spec.broker_url,
             ack_timeout_s=2 * self.config.replica_lag_max_ms / 1000)
         self.replica_follower = ReplicaFollower(self.loop, self.table, self.flusher, spec.slot,
-                                                spec.workers, spec.progress, self.config)
+                                                spec.workers, spec.progress, self.config,
+                                                self.counters)
         self.role = spec.role or ReplicaRole(min_isr=self.config.min_in_sync_replicas)
+        self.stats.is_slave = lambda: not self.role.is_master
+        self.stats.replication = lambda: status_lines(
+            self.role, spec.progress, spec.counters.partitions.snapshot())
         self.handler = Handler(self.table, broker_url=spec.broker_url, counters=self.counters,
                                flusher=self.flusher, stats=self.stats, closed_partitions=spec.closed,
                                replication=self.replica_leader)

@@ -24,6 +24,11 @@ def render(command: str, result) -> str:
         return table([dict(r, slaves=", ".join(f"{k}={v}" for k, v in r["slaves"].items()) or None)
                       for r in result],
                      [("broker_id", "BROKER"), ("master", "MASTER"), ("slaves", "SLAVES")])
+    if command == "replication":
+        return table(result, [("broker_id", "BROKER"), ("node", "NODE"), ("replica", "REPLICA"),
+                              ("role", "ROLE"), ("url", "URL"), ("epoch", "EPOCH"),
+                              ("isr", "IN_SYNC"), ("lag_bytes", "LAG_BYTES"),
+                              ("lag_ms", "LAG_MS"), ("error", "ERROR")])
     if command == "topics":
         rows = [dict(r, brokers=", ".join(
             f"{b['broker']}({b['partitions']}{'' if b['publish'] else ',no-pub'}"

@@ -18,7 +18,10 @@ copies every partition of its master as it lies. Real ZooKeeper, real broker pro
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,7 @@ from tests.helpers import wait_until
 pytestmark = [pytest.mark.zk, pytest.mark.timeout(180)]
 
 TOPIC = "repl"
-SYSTEM = {"maxSegmentSize": "65536", "unflushThreshold": "1000"}
+SYSTEM = {"maxSegmentSize": "65536", "unflushThreshold": "1000", "dashboardHttpPort": "0"}
 
 
 @pytest.fixture
@@ -108,6 +111,7 @@ def test_slave_nodes_files_puts_and_restart(brokers, zk_connect, zk_client, pair
             {"numParts": 3, "broker": "0-s1"}, separators=(",", ":")).encode()
         assert data == expected, (tree, data)
 
+    check_lag_figures(master, slave, zk_connect)
     client = WireClient(slave.port)
     reply = client.request(b"put %s 0 5 0 -1 1\r\nhello" % TOPIC.encode())
     assert reply.code == 503 and b"slave" in bytes(reply.body) and \
@@ -128,6 +132,45 @@ def test_slave_nodes_files_puts_and_restart(brokers, zk_connect, zk_client, pair
     assert "cut back" not in slave.log_text()
     assert slave.stop() == 0  # first: a slave in sync takes over when its master stops
     assert master.stop() == 0
+
+
+def stats(broker, item: str) -> dict[str, str]:
+    client = WireClient(broker.port)
+    try:
+        body = bytes(client.request(b"stats %s 7\r\n" % item.encode()).body).decode()
+    finally:
+        client.close()
+    return dict(line.split(" ", 1) for line in body.splitlines() if " " in line)
+
+
+def check_lag_figures(master, slave, zk_connect: str) -> None:
+    """Replication lag in stats, /metrics and metaq-admin, once the slave has it all."""
+    def settled():
+        mine, theirs = stats(slave, "replication"), stats(master, "replication")
+        ok = (mine.get("lag_bytes") == "0" and theirs.get("in_sync_replicas") == "m,s1"
+              and "lag_bytes=0" in theirs.get("follower_s1", ""))
+        return (mine, theirs) if ok else None
+    mine, theirs = wait_until(settled, timeout_s=20, interval_s=0.2,
+                              message=lambda: f"{stats(slave, 'replication')} "
+                                              f"{stats(master, 'replication')}")
+    assert (mine["role"], mine["replica"], mine["leader"]) == ("follower", "s1", master.url)
+    assert (theirs["role"], theirs["replica"]) == ("master", "m")
+    for p in range(3):
+        assert mine[f"partition_{TOPIC}-{p}"].startswith("lag_bytes=0 lag_ms="), mine
+    assert stats(slave, "")["slave"] == "true" and stats(master, "")["slave"] == "false"
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{slave.info['dashboard_port']}/metrics", timeout=10).read().decode()
+    assert f'metaq_partition_replica_lag_bytes{{partition="0",topic="{TOPIC}"}} 0.0' in metrics
+    assert 'metaq_replication_info{isr="",leader="%s",replica="s1",role="follower"} 1.0' % \
+        master.url in metrics
+    copied = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                 if line.startswith("metaq_partition_messages_replicated_total{"))
+    assert copied >= 12000
+    out = subprocess.run([sys.executable, "-m", "metaq_fast.cli", "admin", "-z", zk_connect,
+                          "--json", "replication"], capture_output=True, text=True, timeout=60)
+    rows = json.loads(out.stdout)
+    assert {(r["node"], r["replica"], r["role"], r.get("lag_bytes")) for r in rows} == \
+        {("master", "m", "master", None), ("slave1", "s1", "follower", 0)}, rows
 
 
 def test_group_goes_on_from_the_slave_after_the_master_is_killed(brokers, zk_connect, pairs):
