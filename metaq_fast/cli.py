@@ -241,6 +241,9 @@ def bench_main(argv: list[str] | None = None) -> int:
     where.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="local mode: override a server.ini key (repeatable), e.g. unflushThreshold=0")
     where.add_argument("--brokers", type=int, default=1, help="local mode: number of brokers (default 1)")
+    where.add_argument("--slaves", type=int, default=0, metavar="N",
+                       help="local mode: N slaves per broker (replication; with --set "
+                            "minInSyncReplicas=N+1 for synchronous mode); their lag is reported")
     where.add_argument("--workers", type=int, help="local mode: workerCount of each broker")
     where.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="local mode: parent directory of the cluster's files (the disk under test)")

@@ -1,4 +1,5 @@
-"""A throw-away local cluster for ``metaq-bench --local``: one ZooKeeper and N brokers.
+"""A throw-away local cluster for ``metaq-bench --local``: one ZooKeeper and N brokers, each with
+``--slaves`` slaves (replication: issue 14).
 
 Imports: stdlib, metaq_fast.config / errors, zk.server (LocalZooKeeper), zk.cluster (to wait
 until the topic is published). No client code.
@@ -9,7 +10,9 @@ file with overrides applied), ``data/``, ``broker.log`` and ``ready.json``. ``st
 ZooKeeper (test mode: no fsync, on a free loopback port), then every broker
 (``python -m metaq_fast.cli -f server.ini --ready-file ...``, in its own session, with a parent
 death signal so a killed bench never leaves a broker behind), and waits until ZooKeeper lists
-every partition of the bench topic. ``stop`` sends SIGTERM to every broker at once, waits, kills
+every partition of the bench topic. Slaves (``broker-<i>-s<n>/``, the same ini with
+``--slave-id n``) start after the brokers; ``wait_published`` then also waits until every
+broker id's in-sync set holds all of them. ``stop`` sends SIGTERM to every broker at once, waits, kills
 the process group of any that did not exit, stops ZooKeeper and deletes the directory (unless
 ``keep``). Both are safe to call after a partial start or twice.
 
@@ -109,9 +112,14 @@ class LocalCluster:
 
     def __init__(self, *, config: Path | None, brokers: int = 1, topic: str, partitions: int | None,
                  workers: int | None = None, settings: dict[str, str] | None = None,
-                 data_dir: Path | None = None, keep: bool = False, log=None):
+                 data_dir: Path | None = None, keep: bool = False, log=None, slaves: int = 0):
         if brokers < 1:
             raise ValueError("--brokers must be at least 1")
+        if not 0 <= slaves <= 8:
+            raise ValueError("--slaves must be 0..8")
+        self.slaves = slaves
+        self.slave_infos: list[dict] = []
+        self.names: list[str] = []  # the directory of each process in ``procs``
         self.config_path = config
         self.base_text = Path(config).read_text(errors="replace") if config else DEFAULT_INI
         self.brokers = brokers
@@ -152,8 +160,8 @@ class LocalCluster:
             topic["numPartitions"] = "2"
         return {"system": system, "zookeeper": zookeeper, f"topic={self.topic}": topic}
 
-    def write_config(self, broker_id: int, zk_connect: str) -> Path:
-        broker_dir = self.directory / f"broker-{broker_id}"
+    def write_config(self, broker_id: int, zk_connect: str, name: str | None = None) -> Path:
+        broker_dir = self.directory / (name or f"broker-{broker_id}")
         broker_dir.mkdir(parents=True, exist_ok=True)
         ini = broker_dir / "server.ini"
         ini.write_text(rewrite_ini(self.base_text, self.overrides(broker_id, broker_dir, zk_connect)))
@@ -180,7 +188,8 @@ class LocalCluster:
             return {}
         c = self.configs[0]
         t = c.topic_config(self.topic)
-        return {"brokers": self.brokers, "config_file": str(self.config_path or "(built-in)"),
+        return {"brokers": self.brokers, "slaves": self.slaves,
+                "config_file": str(self.config_path or "(built-in)"),
                 "settings": self.settings, "workerCount": c.worker_count or os.cpu_count(),
                 "unflushThreshold": t.unflush_threshold, "unflushInterval": t.unflush_interval_ms,
                 "maxSegmentSize": c.segment_bytes_max, "maxTransferSize": c.transfer_bytes_max,
@@ -199,20 +208,36 @@ class LocalCluster:
         self.zookeeper = LocalZooKeeper(self.directory / "zookeeper", port=0, test_mode=True)
         self.zookeeper.start()
         connect = self.zookeeper.connect_string
-        readies = []
-        for broker_id in range(self.brokers):
-            ini = self.write_config(broker_id, connect)
-            broker_dir = ini.parent
-            ready = broker_dir / "ready.json"
-            with open(broker_dir / "broker.log", "ab") as log_file:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "metaq_fast.cli", "-f", str(ini), "--ready-file", str(ready)],
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
-                    preexec_fn=die_with_parent))
-            readies.append(ready)
+        readies = [self._launch(broker_id, connect) for broker_id in range(self.brokers)]
+        self._wait_ready(readies)
+        slave_readies = [self._launch(b, connect, n) for b in range(self.brokers)
+                         for n in range(self.slaves)]
+        self._wait_ready(slave_readies, first=self.brokers)
+        self.slave_infos, self.infos = self.infos[self.brokers:], self.infos[:self.brokers]
+        self.log(f"ZooKeeper {connect} (pid {self.zookeeper.pid}), brokers "
+                 + ", ".join(f"{i['url']} (pid {p.pid})" for i, p in zip(self.infos, self.procs))
+                 + (f", {len(self.slave_infos)} slave(s)" if self.slave_infos else ""))
+        return connect
+
+    def _launch(self, broker_id: int, connect: str, slave_id: int | None = None) -> Path:
+        name = f"broker-{broker_id}" + ("" if slave_id is None else f"-s{slave_id}")
+        ini = self.write_config(broker_id, connect, name)
+        broker_dir = ini.parent
+        ready = broker_dir / "ready.json"
+        self.names.append(name)
+        extra = [] if slave_id is None else ["--slave-id", str(slave_id)]
+        with open(broker_dir / "broker.log", "ab") as log_file:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "metaq_fast.cli", "-f", str(ini), "--ready-file", str(ready),
+                 *extra],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+                preexec_fn=die_with_parent))
+        return ready
+
+    def _wait_ready(self, readies: list[Path], first: int = 0) -> None:
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
-        for broker_id, (proc, ready) in enumerate(zip(self.procs, readies)):
+        for broker_id, (proc, ready) in enumerate(zip(self.procs[first:], readies), first):
             while not ready.exists():
                 if proc.poll() is not None:
                     raise RuntimeError(f"broker {broker_id} exited with {proc.returncode} while "
@@ -222,9 +247,6 @@ class LocalCluster:
                                        f"{BROKER_START_TIMEOUT_S:g} s:\n{self.log_tail(broker_id)}")
                 time.sleep(0.02)
             self.infos.append(json.loads(ready.read_text()))
-        self.log(f"ZooKeeper {connect} (pid {self.zookeeper.pid}), brokers "
-                 + ", ".join(f"{i['url']} (pid {p.pid})" for i, p in zip(self.infos, self.procs)))
-        return connect
 
     def wait_published(self, zk_client, root: str, partitions_total: int, timeout_s: float = 30.0):
         """Wait until ZooKeeper lists ``partitions_total`` partitions of the topic."""
@@ -240,12 +262,50 @@ class LocalCluster:
                                        f"of {self.topic} after {timeout_s:g} s")
                 time.sleep(0.05)
 
-    def partitions_total(self) -> int:
-        return sum(c.topic_config(self.topic).num_partitions for c in self.configs)
+    def wait_in_sync(self, zk_client, root: str, timeout_s: float = 60.0) -> None:
+        """With slaves: until every broker id's in-sync set holds its master and every slave."""
+        if not self.slaves:
+            return
+        from ..zk import paths
+        from ..zk.replica_state import ReplicaState
+        deadline = time.monotonic() + timeout_s
+        for broker_id in range(self.brokers):
+            path = paths.replication_state_path(paths.normalize_root(root), broker_id)
+            while True:
+                data = zk_client.exists(path) and zk_client.get(path)[0]
+                if data and len(ReplicaState.parse(data).isr) == self.slaves + 1:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"broker {broker_id}'s slaves not in sync after "
+                                       f"{timeout_s:g} s: {data!r}")
+                time.sleep(0.1)
 
-    def log_tail(self, broker_id: int, lines: int = 30) -> str:
+    def replica_lag(self) -> tuple[int, int]:
+        """The masters' view of their slaves, from each master's ``stats replication``: (bytes
+        the slaves lacked at their last fetch, summed; the most ms since a slave last held all
+        its master had); (-1, -1) when a master does not answer."""
+        from ..broker.http import query_stats
+        total, worst = 0, 0
+        for info in self.infos:
+            try:
+                reply = query_stats("127.0.0.1", info["port"], "replication", timeout_s=2.0)
+            except (OSError, ValueError):
+                return -1, -1
+            for line in bytes(reply.body).decode(errors="replace").splitlines():
+                if line.startswith("follower_"):
+                    fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+                    total += int(fields.get("lag_bytes", 0))
+                    worst = max(worst, int(fields.get("caught_up_ms_ago", 0)))
+        return total, worst
+
+    def partitions_total(self) -> int:
+        return sum(c.topic_config(self.topic).num_partitions for c in self.configs[:self.brokers])
+
+    def log_tail(self, index: int, lines: int = 30) -> str:
+        """The end of the log of process ``index`` (brokers first, then slaves)."""
+        name = self.names[index] if index < len(self.names) else f"broker-{index}"
         try:
-            text = (self.directory / f"broker-{broker_id}" / "broker.log").read_text(errors="replace")
+            text = (self.directory / name / "broker.log").read_text(errors="replace")
         except (OSError, TypeError):
             return ""
         return "\n".join(text.splitlines()[-lines:])

@@ -88,6 +88,10 @@ def assemble(args, runs: list[dict], cluster: dict, machine: dict, started: str)
         if summaries:
             latency[kind] = {key: _median([s[key] for s in summaries])
                              for key in ("count", "mean", "min", *LATENCY_KEYS)}
+    lags = [r["replication_lag"] for r in runs if r.get("replication_lag")]
+    replication = ({key: _median([lag[key] for lag in lags])
+                    for key in ("samples", "bytes_p50", "bytes_max", "ms_p50", "ms_max")}
+                   if lags else None)
     checks = [r["verification"] for r in runs]
     verification = {key: sum(c[key] for c in checks) for key in (
         "acked", "failed", "delivered", "unique", "missing", "duplicates", "corrupt", "foreign",
@@ -98,6 +102,7 @@ def assemble(args, runs: list[dict], cluster: dict, machine: dict, started: str)
             "scenario": args.scenario, "headline": HEADLINE[args.scenario], "started_at": started,
             "command": " ".join(["metaq-bench", *sys.argv[1:]]), "config": config_of(args),
             "cluster": cluster, "machine": machine, "results": results, "latency_ms": latency,
+            "replication_lag": replication,
             "verification": verification, "runs": runs}
 
 
@@ -138,7 +143,8 @@ def settings_line(doc: dict) -> str:
             parts.append(f"linger {c['linger_ms']:g} ms")
     cl = doc.get("cluster") or {}
     if "brokers" in cl:
-        parts.append(f"local: {cl['brokers']} broker(s) x {cl['numPartitions']} partitions, "
+        slaves = f" + {cl['slaves']} slave(s) each" if cl.get("slaves") else ""
+        parts.append(f"local: {cl['brokers']} broker(s){slaves} x {cl['numPartitions']} partitions, "
                      f"workerCount={cl['workerCount']}, unflushThreshold={cl['unflushThreshold']}, "
                      f"unflushInterval={cl['unflushInterval']}")
         extra = {k: v for k, v in (cl.get("settings") or {}).items() if k not in ("unflushThreshold", "unflushInterval")}
@@ -174,6 +180,12 @@ def table(doc: dict) -> str:
             s = doc["latency_ms"].get(kind)
             if s:
                 lines.append(f"{names[kind]:<20}" + "".join(f"{s[k]:>9.3f}" for k in LATENCY_KEYS))
+        lines.append("")
+    lag = doc.get("replication_lag")
+    if lag:
+        lines.append(f"replication lag while producing ({lag['samples']:.0f} samples): median "
+                     f"{lag['bytes_p50']:,.0f} B / {lag['ms_p50']:,.0f} ms, max "
+                     f"{lag['bytes_max']:,.0f} B / {lag['ms_max']:,.0f} ms")
         lines.append("")
     lines.append(verification_line(doc["verification"]))
     return "\n".join(lines)

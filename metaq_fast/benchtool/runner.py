@@ -48,6 +48,7 @@ SCENARIOS = ("produce", "consume", "e2e", "metaq-put")
 READY_TIMEOUT_S = 90.0
 TOPIC_WAIT_S = 3.0  # --zk: how long a topic may take to appear (a broker just registering)
 RESULT_TIMEOUT_S = 120.0
+LAG_SAMPLE_S = 0.25  # --slaves: how often the slaves' lag is asked for while producing
 LONG_MAX = 2**63 - 1
 
 
@@ -272,6 +273,8 @@ class Runner:
         self.zk = None
         self.view = None
         self.groups: list[Group] = []
+        self.lag_samples: list[tuple[int, int]] = []  # (bytes, ms) the slaves were behind
+        self._next_lag_sample = 0.0
 
     # ---- set-up and tear-down -----------------------------------------------------------------
 
@@ -285,7 +288,7 @@ class Runner:
                 config=args.config, brokers=args.brokers, topic=args.topic,
                 partitions=args.partitions, workers=args.workers,
                 settings=parse_settings(args.set), data_dir=args.data_dir, keep=args.keep,
-                log=self.log if not args.quiet else None)
+                log=self.log if not args.quiet else None, slaves=getattr(args, "slaves", 0))
             connect = self.cluster.start()
         else:
             connect = args.zk
@@ -293,6 +296,7 @@ class Runner:
         self.view = ClusterView(self.zk, args.zk_root)
         if self.cluster is not None:
             self.cluster.wait_published(self.zk, args.zk_root, self.cluster.partitions_total())
+            self.cluster.wait_in_sync(self.zk, args.zk_root)
         else:
             deadline = time.monotonic() + TOPIC_WAIT_S
             while not self.view.publish_partitions(args.topic):
@@ -430,6 +434,7 @@ class Runner:
             if consumers is not None:
                 counts["consume"] = consumers.progress()
             if not producers.done():
+                self.sample_lag()
                 self.progress.update(t0, counts)
                 continue
             if consumers is None:
@@ -454,6 +459,27 @@ class Runner:
             consumers.check_alive()
             if time.monotonic() > deadline:
                 raise BenchError("consumer processes gave no result after being stopped")
+
+    def sample_lag(self) -> None:
+        """With slaves: how far behind they are, every ``LAG_SAMPLE_S`` while producing."""
+        if self.cluster is None or not self.cluster.slaves:
+            return
+        now = time.monotonic()
+        if now >= self._next_lag_sample:
+            self._next_lag_sample = now + LAG_SAMPLE_S
+            lag = self.cluster.replica_lag()
+            if lag[0] >= 0:
+                self.lag_samples.append(lag)
+
+    def lag_summary(self) -> dict | None:
+        samples, self.lag_samples = self.lag_samples, []
+        if not samples:
+            return None
+        lag_bytes = np.array([b for b, _ms in samples])
+        lag_ms = np.array([ms for _b, ms in samples])
+        return {"samples": len(samples), "bytes_p50": float(np.median(lag_bytes)),
+                "bytes_max": int(lag_bytes.max()), "ms_p50": float(np.median(lag_ms)),
+                "ms_max": int(lag_ms.max())}
 
     def collect(self, spec: Spec, t0: int, producers: Group, consumers: Group) -> dict:
         size = spec.size
@@ -502,4 +528,5 @@ class Runner:
                                     "counts": merged([r["samples"] for r in cons])}},
             "verification": check.to_json(),
             "send_errors": errors[:10],
+            "replication_lag": self.lag_summary(),
         }

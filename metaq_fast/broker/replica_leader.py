@@ -146,6 +146,7 @@ class ReplicaLeader:
             return
         pending = _park(out)
         self._parked.append(_Parked(out, cmd, pending, time.monotonic() + cmd.max_wait_ms / 1e3))
+        self._answered_nothing(cmd, positions)
         self._ensure_timer()
 
     def _refusal(self, cmd: ReplicateCommand) -> str | None:
@@ -269,11 +270,29 @@ class ReplicaLeader:
             state.caught_up_ms = max(state.caught_up_ms, state.prev_answer_ms)
         state.prev_answer_ms = now
         state.lag_bytes = lag
-        if self.progress is not None:
-            slots = [follower.by_slot.get(s) for s in range(follower.slots)]
-            caught = min((s.caught_up_ms if s else 0) for s in slots)
-            self.progress.record_follower(self.slot, cmd.replica, caught,
-                                          sum(s.lag_bytes for s in slots if s))
+        self._publish(cmd.replica)
+
+    def _publish(self, replica: str) -> None:
+        """The follower's figures on this worker for the supervisor: caught up when every one
+        of its workers is (a worker whose fetch is parked here has nothing to get: caught up
+        now), and the bytes they lacked."""
+        follower = self._followers.get(replica)
+        if self.progress is None or follower is None:
+            return
+        now = now_ms()
+        waiting = {p.cmd.slot for p in self._parked if p.cmd.replica == replica}
+        slots = [follower.by_slot.get(s) for s in range(follower.slots)]
+        caught = min((now if i in waiting else s.caught_up_ms if s else 0)
+                     for i, s in enumerate(slots))
+        self.progress.record_follower(self.slot, replica, caught,
+                                      sum(s.lag_bytes for s in slots if s))
+
+    def _answered_nothing(self, cmd: ReplicateCommand, positions) -> None:
+        """A parked fetch: the follower worker has everything this worker has."""
+        state = self._followers[cmd.replica].by_slot.setdefault(cmd.slot, _SlotState())
+        state.caught_up_ms = now_ms()
+        state.lag_bytes = 0
+        self._publish(cmd.replica)
 
     def _write_answer(self, out, cmd, entries) -> None:
         buffers = encode_replica_entries(entries)
@@ -344,6 +363,8 @@ class ReplicaLeader:
         now = time.monotonic()
         if any(now >= p.deadline_s or p.conn.closed for p in self._parked):
             self._wake()
+        for replica in {p.cmd.replica for p in self._parked}:
+            self._publish(replica)  # waiting followers stay caught up while they wait
         limit = now - self.ack_timeout_s
         for key in list(self._waits):
             queue = self._waits[key]

@@ -50,7 +50,9 @@ def pairs():
 
 
 def start_pair(brokers, zk_connect: str, master_workers: int = 2, slave_workers: int = 1,
-               pairs=None):
+               pairs=None, properties: bool = False):
+    """A master and its slave 1; ``properties``: the slave from MetaQ's async_slave.properties
+    (``--slave FILE``) instead of ``--slave-id``."""
     topics = {TOPIC: {"numPartitions": 3}, "other": {"numPartitions": 1}}
     master = brokers("master", zk_connect=zk_connect, broker_id=0, workers=master_workers,
                      topics=topics, system=SYSTEM)
@@ -58,7 +60,14 @@ def start_pair(brokers, zk_connect: str, master_workers: int = 2, slave_workers:
                     workers=slave_workers, topics=topics, system=SYSTEM)
     if pairs is not None:
         pairs.append((master, slave))
-    slave.start(extra_args=["--slave-id", "1"])
+    if properties:
+        path = slave.directory / "async_slave.properties"
+        path.write_bytes("# MetaQ's metaslave plugin file\nslaveId=1\nslaveGroup=meta-slave-group\n"
+                         "slaveMaxDelayInMills=500\nautoSyncMasterConfig=false\n".encode("gbk"))
+        slave.args = ("--slave", str(path))
+    else:
+        slave.args = ("--slave-id", "1")
+    slave.start()
     return master, slave
 
 
@@ -126,7 +135,7 @@ def test_slave_nodes_files_puts_and_restart(brokers, zk_connect, zk_client, pair
     assert slave.stop() == 0
     sent.update(produce(zk_connect, 3000, prefix=b"gap"))
     produce(zk_connect, 10, topic="other")
-    slave.start(extra_args=["--slave-id", "1"])
+    slave.start()
     files = wait_identical(master, slave)
     assert any(name.startswith("other-0/") for name in files)
     assert "cut back" not in slave.log_text()
@@ -175,7 +184,7 @@ def check_lag_figures(master, slave, zk_connect: str) -> None:
 
 def test_group_goes_on_from_the_slave_after_the_master_is_killed(brokers, zk_connect, pairs):
     master, slave = start_pair(brokers, zk_connect, master_workers=1, slave_workers=2,
-                               pairs=pairs)
+                               pairs=pairs, properties=True)
     sent = produce(zk_connect, 6000)
     wait_identical(master, slave)
     got: dict[tuple[str, int], bytes] = {}
