@@ -44,9 +44,12 @@ def server_main(argv: list[str] | None = None) -> int:
                         help="with --local: run N brokers (2..32) in the foreground, ids brokerId+i "
                              "on serverPort+i, data in <dataPath>/../broker-<id>; Ctrl-C stops "
                              "all (README: 'A local cluster')")
+    parser.add_argument("--slaves", type=int, metavar="M",
+                        help="with --local: also run M slaves (0..4) of each broker, on the "
+                             "ports after the brokers' (README: 'Replication')")
     args = parser.parse_args(argv)
     try:
-        if args.brokers is not None and args.brokers != 1:
+        if (args.brokers is not None and args.brokers != 1) or args.slaves:
             from .local_cluster import run_local_cluster
             return run_local_cluster(args)
         from .broker.server import serve

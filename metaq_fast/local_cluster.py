@@ -1,5 +1,6 @@
-"""``metaq-server -f server.ini --local --brokers N``: one ZooKeeper and N brokers on this
-machine, in the foreground, to watch round robin, failover and rebalancing (issue 13).
+"""``metaq-server -f server.ini --local --brokers N [--slaves M]``: one ZooKeeper, N brokers
+and M slaves of each on this machine, in the foreground, to watch round robin, failover,
+rebalancing (issue 13) and replication with takeover (issue 14).
 
 Imports: stdlib, metaq_fast.errors / limits / pdeath, zk.server (``zookeeper_answers``), and
 broker.server for local mode's two rules (``load``: the command line's overrides;
@@ -8,7 +9,9 @@ so a cluster and a single ``--local`` broker read the same file the same way. No
 
 Brokers i = 0..N-1 are ``brokerId + i`` on ``serverPort + i`` (a port of 0 stays 0: a free
 port each), and their dashboards on ``dashboardHttpPort + i`` (-1 stays off; when those ports
-would overlap the protocol ports, every dashboard takes a free port). Files, beside dataPath
+would overlap the protocol ports, every dashboard takes a free port). Slave j of broker i
+(``--slave-id j``, files in ``broker-<id>-s<j>/``) follows on the next ports, after all the
+brokers'. Files, beside dataPath
 rather than inside it: a single broker started later on dataPath would take a directory named
 ``broker-1`` there for partition 1 of a topic ``broker``::
 
@@ -49,6 +52,7 @@ from .pdeath import die_with_parent
 from .zk.server import zookeeper_answers
 
 BROKERS_MAX = 32
+SLAVES_MAX = 4
 PORT_MAX = 65535
 READY_POLL_INTERVAL_S = 0.05
 WATCH_POLL_INTERVAL_S = 0.2
@@ -101,8 +105,10 @@ def zookeeper_address(connect: str) -> tuple[str, int] | None:
 class Broker:
     """One broker of the cluster: where it lives and, once started, its process."""
 
-    def __init__(self, broker_id: int, port: int, dashboard_port: int, directory: Path):
+    def __init__(self, broker_id: int, port: int, dashboard_port: int, directory: Path,
+                 slave_id: int | None = None):
         self.broker_id = broker_id
+        self.slave_id = slave_id
         self.port = port  # as asked; the ready file says which one a 0 became
         self.dashboard_port = dashboard_port
         self.directory = directory
@@ -121,6 +127,8 @@ class Broker:
                    "--ready-file", str(self.ready_path)]
         if args.workers is not None:
             command += ["--workers", str(args.workers)]
+        if self.slave_id is not None:
+            command += ["--slave-id", str(self.slave_id)]
         if args.log_level is not None:
             command += ["--log-level", args.log_level]
         return command
@@ -133,6 +141,10 @@ class Broker:
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
                 preexec_fn=functools.partial(die_with_parent, os.getpid()))
+
+    @property
+    def name(self) -> str:
+        return f"{self.broker_id}" + ("" if self.slave_id is None else f" slave {self.slave_id}")
 
     @property
     def pid(self) -> int | None:
@@ -149,24 +161,34 @@ class Broker:
         return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def plan_brokers(config, count: int) -> list[Broker]:
+def plan_brokers(config, count: int, slaves: int = 0) -> list[Broker]:
+    """The brokers, then each broker's slaves (module docstring)."""
     base = Path(config.data_path).resolve().parent
-    ports = [config.server_port + i if config.server_port else 0 for i in range(count)]
+    total = count * (1 + slaves)
+    ports = [config.server_port + i if config.server_port else 0 for i in range(total)]
     dashboard = config.dashboard_http_port
     if dashboard <= 0:
-        dashboards = [dashboard] * count  # -1 off, 0 a free port for each
+        dashboards = [dashboard] * total  # -1 off, 0 a free port for each
     else:
-        dashboards = [dashboard + i for i in range(count)]
+        dashboards = [dashboard + i for i in range(total)]
         if set(dashboards) & set(ports) or dashboards[-1] > PORT_MAX:
-            dashboards = [0] * count
-    return [Broker(config.broker_id + i, ports[i], dashboards[i],
-                   base / f"broker-{config.broker_id + i}") for i in range(count)]
+            dashboards = [0] * total
+    planned = [Broker(config.broker_id + i, ports[i], dashboards[i],
+                      base / f"broker-{config.broker_id + i}") for i in range(count)]
+    for i in range(count):
+        for j in range(slaves):
+            k = count + i * slaves + j
+            planned.append(Broker(config.broker_id + i, ports[k], dashboards[k],
+                                  base / f"broker-{config.broker_id + i}-s{j}", slave_id=j))
+    return planned
 
 
-def refusal(config, args, count: int) -> str | None:
+def refusal(config, args, count: int, slaves: int = 0) -> str | None:
     """Why this cluster cannot start (one message), or None."""
     if not 1 <= count <= BROKERS_MAX:
         return f"--brokers must be 1..{BROKERS_MAX}, got {count}"
+    if not 0 <= slaves <= SLAVES_MAX:
+        return f"--slaves must be 0..{SLAVES_MAX}, got {slaves}"
     if not args.local:
         return "--brokers N needs --local (the cluster starts with a ZooKeeper of its own)"
     if not config.zk.enabled:
@@ -176,8 +198,9 @@ def refusal(config, args, count: int) -> str | None:
     if config.broker_id + count - 1 > limits.BROKER_ID_MAX:
         return (f"broker ids {config.broker_id}..{config.broker_id + count - 1} go past "
                 f"{limits.BROKER_ID_MAX}")
-    if config.server_port + count - 1 > PORT_MAX:
-        return f"ports {config.server_port}..{config.server_port + count - 1} go past {PORT_MAX}"
+    last_port = config.server_port + count * (1 + slaves) - 1
+    if last_port > PORT_MAX:
+        return f"ports {config.server_port}..{last_port} go past {PORT_MAX}"
     shared = sorted(name for name, topic in config.topic_configs.items()
                     if "data_path" in topic.explicit_keys)
     if shared:
@@ -190,7 +213,7 @@ def refusal(config, args, count: int) -> str | None:
     if not port_is_free(*address) and not zookeeper_answers(*address):
         return (f"port {address[1]} on {address[0]} (zk.zkConnect) is taken by something that "
                 "is not a ZooKeeper")
-    for broker in plan_brokers(config, count):
+    for broker in plan_brokers(config, count, slaves):
         for host, port, what in ((config.listen_host, broker.port, "port"),
                                  (config.dashboard_host, broker.dashboard_port, "dashboard port")):
             if port > 0 and not port_is_free(host, port):
@@ -214,7 +237,7 @@ def console_script(name: str) -> str:
     return f"{shown(sys.executable)} -m metaq_fast.cli{' admin' if name == 'metaq-admin' else ''}"
 
 
-def commands_to_try(config, victim: Broker) -> list[tuple[str, str]]:
+def commands_to_try(config, victim: Broker, slaves: int = 0) -> list[tuple[str, str]]:
     zk, root, topic = config.zk.connect, config.zk.root, demo_topic(config)
     admin = f"{console_script('metaq-admin')} -z {zk}" + (f" --zk-root {root}" if root != "/meta" else "")
     bench = f"{console_script('metaq-bench')} e2e --zk {zk}" + (f" --zk-root {root}" if root != "/meta" else "")
@@ -226,7 +249,7 @@ def commands_to_try(config, victim: Broker) -> list[tuple[str, str]]:
     consume = (f"{python} -c 'from metaq_fast.client.consumer import Consumer; c = Consumer("
                f"{client}, group=\"{DEMO_GROUP}\", topics=[\"{topic}\"]); "
                "[print(r.partition, r.offset, r.value) for r in c]'")
-    return [
+    commands = [
         (f"{admin} brokers", "the brokers registered in ZooKeeper"),
         (f"{admin} topics", "each topic's brokers and partitions"),
         (produce, "12 messages: round robin over every broker's partitions"),
@@ -234,9 +257,17 @@ def commands_to_try(config, victim: Broker) -> list[tuple[str, str]]:
                   "partitions"),
         (f"{admin} group {DEMO_GROUP}", "who owns which partition, and the lag"),
         (f"{bench} --topic {topic} --duration 30", "a load across the brokers"),
-        (f"kill {victim.pid}", f"stop broker {victim.broker_id}: producers move to the others, "
-                               "the group rebalances"),
     ]
+    if slaves:
+        commands += [
+            (f"{admin} replication", "each broker id's master and slaves, epoch, in-sync set, lag"),
+            (f"kill {victim.pid}", f"stop broker {victim.broker_id}'s master: its slave takes "
+                                   "over (epoch + 1), producers and consumers follow it"),
+        ]
+    else:
+        commands.append((f"kill {victim.pid}", f"stop broker {victim.broker_id}: producers move "
+                                               "to the others, the group rebalances"))
+    return commands
 
 
 class LocalClusterRun:
@@ -296,7 +327,7 @@ class LocalClusterRun:
             broker.start(broker.command(Path(self.config.path).resolve(), self.config.zk.connect,
                                         self.args))
         print(f"starting {len(self.brokers)} brokers (logs in {shown(self.brokers[0].directory.parent)}"
-              "/broker-<id>/broker.log)...", flush=True)
+              "/broker-<id>[-s<slave>]/broker.log)...", flush=True)
         self.wait_ready()
 
     def wait_ready(self) -> None:
@@ -335,15 +366,20 @@ class LocalClusterRun:
         os.replace(tmp, path)
 
     def print_summary(self) -> None:
-        lines = ["", f"local cluster: {len(self.brokers)} brokers, ZooKeeper {self.config.zk.connect}"
+        masters = [b for b in self.brokers if b.slave_id is None]
+        slaves = len(self.brokers) // len(masters) - 1
+        lines = ["", f"local cluster: {len(masters)} brokers"
+                 f"{f' with {slaves} slave(s) each' if slaves else ''}, ZooKeeper "
+                 f"{self.config.zk.connect}"
                  f"{' (root ' + self.config.zk.root + ')' if self.config.zk.root != '/meta' else ''}",
-                 "", f"  {'broker':<7} {'url':<26} {'pid':<8} {'dashboard':<8}  log"]
+                 "", f"  {'broker':<10} {'url':<26} {'pid':<8} {'dashboard':<8}  log"]
         for b in self.brokers:
             dashboard = b.info.get("dashboard_port") or "-"
-            lines.append(f"  {b.broker_id:<7} {b.info.get('url', '?'):<26} {b.pid:<8} "
+            lines.append(f"  {b.name:<10} {b.info.get('url', '?'):<26} {b.pid:<8} "
                          f"{dashboard:<8}  {shown(b.log_path)}")
         lines += ["", "Try, in another terminal:"]
-        for command, what in commands_to_try(self.config, self.brokers[-1]):
+        victim = masters[0] if slaves else masters[-1]
+        for command, what in commands_to_try(self.config, victim, slaves):
             lines += [f"  {command}", f"      # {what}"]
         lines += ["", "Ctrl-C stops the brokers and the ZooKeeper started here.", ""]
         print("\n".join(lines), flush=True)
@@ -356,7 +392,7 @@ class LocalClusterRun:
                 if not broker.reported and not broker.running():
                     broker.reported = True
                     left = sum(b.running() for b in self.brokers)
-                    print(f"broker {broker.broker_id} (pid {broker.pid}) exited, "
+                    print(f"broker {broker.name} (pid {broker.pid}) exited, "
                           f"{exit_text(broker.proc.returncode)}; the end of "
                           f"{shown(broker.log_path)}:\n{broker.log_tail()}\n"
                           f"{left} of {len(self.brokers)} brokers still running; Ctrl-C stops "
@@ -417,9 +453,10 @@ def run_local_cluster(args) -> int:
     """``metaq-server --local --brokers N``; returns the exit code (2: refused)."""
     from .broker.server import load
     config = load(args)
-    count = args.brokers
-    problem = refusal(config, args, count)
+    count = args.brokers if args.brokers is not None else 1
+    slaves = args.slaves or 0
+    problem = refusal(config, args, count, slaves)
     if problem is not None:
         print(f"metaq-server: {problem}", file=sys.stderr)
         return 2
-    return LocalClusterRun(config, args, plan_brokers(config, count)).run()
+    return LocalClusterRun(config, args, plan_brokers(config, count, slaves)).run()

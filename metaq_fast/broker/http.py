@@ -256,12 +256,12 @@ class BrokerCollector:
                                          "1 while an operator has closed the partition",
                                          labels=labels)
         lag = GaugeMetricFamily("metaq_partition_replica_lag_bytes",
-                                "a slave: bytes of the partition its master had and it lacked "
-                                "at the master's last answer",
+                                "a slave: bytes its master had at its last answer that it "
+                                "still lacks",
                                 labels=labels)
         lag_s = GaugeMetricFamily("metaq_partition_replica_lag_seconds",
                                   "a slave: seconds since it last held all the master had "
-                                  "(about a fetch round trip while it keeps up)",
+                                  "(0 while it does)",
                                   labels=labels)
         offline_gauge = GaugeMetricFamily(
             "metaq_partition_offline",
@@ -275,8 +275,9 @@ class BrokerCollector:
                     counters[name].add_metric(label, int(values[0][INDEX[column]]))
                 caught = int(values[0][INDEX["replica_caught_up_ms"]])
                 if caught:
-                    lag.add_metric(label, int(values[0][INDEX["replica_lag_bytes"]]))
-                    lag_s.add_metric(label, max(0, now_ms() - caught) / 1000)
+                    behind = int(values[0][INDEX["replica_lag_bytes"]])
+                    lag.add_metric(label, behind)
+                    lag_s.add_metric(label, max(0, now_ms() - caught) / 1000 if behind else 0.0)
             if key in states:
                 first_offset, end_offset = states[key]
                 end.add_metric(label, end_offset)

@@ -133,8 +133,9 @@ class ReplicaProgress:
 def status_lines(role: ReplicaRole, progress: ReplicaProgress | None,
                  partitions: dict) -> list[str]:
     """``stats replication``: this broker's role and, per follower (a master) or per partition
-    (a follower), how far behind it is: bytes the master had and it lacked when the master
-    last answered (``last_fetch_ms_ago``), and ms since it last held all the master had. ``partitions``: the shared counters' snapshot,
+    (a follower), how far behind it is: bytes the master had at its last answer
+    (``last_fetch_ms_ago``) that it still lacks, and ms since it last held all the master had
+    (0 while it does). ``partitions``: the shared counters' snapshot,
     ``{(topic, partition): (values, base)}`` with the columns of counters.NAMES."""
     from .counters import INDEX
 
@@ -159,7 +160,7 @@ def status_lines(role: ReplicaRole, progress: ReplicaProgress | None,
             continue
         lag = int(values[INDEX["replica_lag_bytes"]])
         total += lag
-        behind_ms = now - caught if caught else -1
+        behind_ms = 0 if lag == 0 and caught else (now - caught if caught else -1)
         lines.append(f"partition_{topic}-{partition} lag_bytes={lag} lag_ms={behind_ms} "
                      f"replicated_messages={copied}")
     lines.insert(5, f"lag_bytes {total}")

@@ -208,8 +208,7 @@ class ReplicaFollower:
                                               len(result))
                         self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_BYTES,
                                               result.end_offset - result.first_offset)
-                self._lag(e.topic, e.partition, e.log_end - e.offset,  # behind when answered
-                          caught_up=log_.end_offset >= e.log_end)
+                self._lag(e.topic, e.partition, e.log_end - log_.end_offset)
             elif e.kind == "diverged":
                 log_ = self.table.log_for(e.topic, e.partition, create=True)
                 _found, own_end = log_.epochs.end_offset_for(e.epoch, log_.end_offset)
@@ -233,13 +232,13 @@ class ReplicaFollower:
             if (p.topic, p.partition) not in answered:
                 self._lag(p.topic, p.partition, 0)
 
-    def _lag(self, topic: str, partition: int, lag_bytes: int, caught_up: bool = True) -> None:
-        """Bytes of the partition the master had and we lacked when it answered; when we
-        last held all it had."""
+    def _lag(self, topic: str, partition: int, lag_bytes: int) -> None:
+        """Bytes of the partition the master had at its last answer that we still lack (more
+        than one answer carries); when we last held all it had."""
         if self.counters is None:
             return
         self.counters.set_for(topic, partition, CounterRow.REPLICA_LAG_BYTES, max(0, lag_bytes))
-        if caught_up:
+        if lag_bytes <= 0:
             self.counters.set_for(topic, partition, CounterRow.REPLICA_CAUGHT_UP_MS, now_ms())
 
     def _report(self, fetched: bool) -> None:

@@ -217,3 +217,56 @@ def test_a_taken_port_or_a_count_out_of_range_is_refused_before_anything_starts(
             output.unlink()
     assert not (tmp_path / "zookeeper").exists() and not any(tmp_path.glob("broker-*"))
     assert not zookeeper_answers("127.0.0.1", zk_port, 0.5)
+
+
+@pytest.mark.zk
+@pytest.mark.timeout(240)
+def test_slaves_start_with_their_master_and_take_over_when_it_is_killed(tmp_path):
+    """``--slaves 1``: broker FIRST_ID and its slave 0 on the next port; killing the master
+    (the README's ``kill <pid>``) makes the slave master in epoch 2."""
+    try:
+        find_zookeeper()
+    except Exception as e:  # noqa: BLE001 - same rule as the session fixture (zk_hosts)
+        skip_or_fail(str(e))
+    zk_port, base_port = free_port(), consecutive_free_ports(2 * BROKERS)
+    zk_connect = f"127.0.0.1:{zk_port}"
+    ready = tmp_path / "cluster.json"
+    proc, output = launch(tmp_path, cluster_ini(tmp_path, zk_port, base_port),
+                          "--brokers", "1", "--slaves", "1", "--ready-file", str(ready))
+    text = lambda: output.read_text(errors="replace")  # noqa: E731
+    info: dict = {}
+    zk = None
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout_s=120,
+                   interval_s=0.05, message=text)
+        assert proc.poll() is None, text()
+        info = json.loads(ready.read_text())
+        master, slave = info["brokers"]
+        assert (master["port"], slave["port"]) == (base_port, base_port + 1)
+        assert Path(slave["data_path"]) == tmp_path / f"broker-{FIRST_ID}-s0" / "data"
+        assert "replication" in text() and f"{FIRST_ID} slave 0" in text()
+        zk = KazooClient(hosts=zk_connect, timeout=5)
+        zk.start(timeout=10)
+        ids = f"/meta/brokers/ids/{FIRST_ID}"
+        wait_until(lambda: sorted(zk.get_children(ids)) == ["master", "master_config_checksum",
+                                                            "slave0"], timeout_s=30)
+        state = lambda: json.loads(zk.get(f"/meta/replication/{FIRST_ID}")[0])  # noqa: E731
+        wait_until(lambda: state()["isr"] == ["m", "s0"], timeout_s=30, message=state)
+        os.kill(master["pid"], signal.SIGTERM)
+        wait_until(lambda: state()["leader"] == "s0", timeout_s=30, message=state)
+        assert state()["epoch"] == 2
+        assert zk.get(f"{ids}/master")[0].decode() == slave["url"]
+        zk.stop()
+        zk.close()
+        zk = None
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0, text()
+    finally:
+        if zk is not None:
+            zk.stop()
+            zk.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        kill_by_pid(started_pids(info))
+        shutil.rmtree(tmp_path / "zookeeper", ignore_errors=True)
