@@ -25,7 +25,7 @@ from metaq_fast.errors import ConfigError
 
 log = logging.getLogger("metaq_fast.config")
 
-SLAVE_ID_MAX = 1000  # a replica's number in our shared blocks stays small; MetaQ's ran 0..few
+SLAVE_ID_MAX = 62  # a replica's column in the supervisor's shared block (MetaQ ran 0..few)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class Flusher:
         self._timer = None
         self.closed = False
         self.on_failure = None  # callable(topic, partition, reason), set by the handler
+        self.on_flushed = None  # callable(): a flush made records visible (group commit)
 
     def start(self) -> None:
         self._timer = self.loop.call_later(TICK_S, self._tick)
@@ -110,6 +111,8 @@ class Flusher:
             return
         self.counters.add(CounterRow.FLUSHES)
         self.counters.add(CounterRow.FLUSH_US_TOTAL, int(seconds * 1e6))
+        if self.on_flushed is not None and partition_log.flush_policy.group_commit:
+            self.on_flushed()  # visible only now: a replication fetch waiting for them
         waiters = self._waiters.get(key)
         if waiters:
             still = []

@@ -15,7 +15,8 @@ ZooKeeper; this line is everything a worker needs of it:
   replica may be taking over).
 
 Up (each worker -> the supervisor): ``ReplicaProgress``, a shared block of int64 the supervisor
-polls. A master's worker writes, per follower replica, when that follower was last caught up on
+polls: the version of the last role each worker applied (the supervisor waits for it before a
+step that needs the workers there first), and replication figures. A master's worker writes, per follower replica, when that follower was last caught up on
 all of the worker's partitions (Kafka's lastCaughtUpTime), its lag in bytes and when it last
 fetched; a follower's worker writes its own lag and when its last fetch was answered. Times are
 ``time.monotonic()`` in milliseconds (one clock for all processes of the machine).
@@ -60,6 +61,7 @@ class ReplicaRole:
     isr: tuple[str, ...] = field(default_factory=tuple)
     min_isr: int = 1
     hold: bool = False  # a master that must not take puts now (ZooKeeper suspended, stopping)
+    version: int = 0  # the supervisor's count of roles sent; workers report the one applied
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self), separators=(",", ":")) + "\n").encode()
@@ -83,10 +85,12 @@ class ReplicaProgress:
     def __init__(self, workers: int):
         self.workers = workers
         self._master_cells = workers * REPLICAS_MAX * FIELDS
-        self._map = mmap.mmap(-1, 8 * (self._master_cells + workers * FIELDS))
+        follower_end = self._master_cells + workers * FIELDS
+        self._map = mmap.mmap(-1, 8 * (follower_end + workers))
         block = np.frombuffer(self._map, dtype=np.int64)
         self.master = block[:self._master_cells].reshape(workers, REPLICAS_MAX, FIELDS)
-        self.follower = block[self._master_cells:].reshape(workers, FIELDS)
+        self.follower = block[self._master_cells:follower_end].reshape(workers, FIELDS)
+        self.applied = block[follower_end:]  # per worker: the role version it applied
 
     # ---- a master's worker ------------------------------------------------------------------
 
@@ -107,6 +111,9 @@ class ReplicaProgress:
             self.follower[slot, FETCH_MS] = now_ms()
 
     # ---- the supervisor ---------------------------------------------------------------------
+
+    def all_applied(self, version: int) -> bool:
+        return bool((self.applied >= version).all())
 
     def follower_lag(self, replica: str) -> tuple[int, int, int]:
         """(ms since the follower was caught up on every worker, its lag in bytes, ms since its

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..backoff import Backoff, Retry
 from ..errors import MetaqError, ProtocolError
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RETRY = Backoff(0.2, 5.0, jitter=0.2)
 ANSWER_TIMEOUT_S = 10.0  # beyond the master's long poll: a master this silent is gone
+SKIP_S = 5.0  # a partition that could not be copied here is left out of fetches this long
 READ_BYTES = 1 << 20
 
 
@@ -95,6 +97,7 @@ class ReplicaFollower:
         self.role: ReplicaRole | None = None
         self._task: asyncio.Task | None = None
         self._master_ends: dict[tuple[str, int], int] = {}
+        self._skip: dict[tuple[str, int], float] = {}  # partition -> left out until (monotonic)
         self._last_problem: str | None = None
         self.max_body = config.replica_fetch_bytes_max + config.transfer_bytes_max + (1 << 20)
 
@@ -162,8 +165,10 @@ class ReplicaFollower:
         wait_ms = self.config.slave.max_delay_ms if self.config.slave else 500
         try:
             while True:
+                now = time.monotonic()
                 positions = [self._position(log_) for (t, p), log_ in list(self.table.logs.items())
-                             if owner_of(t, p, master_workers) == master_slot]
+                             if owner_of(t, p, master_workers) == master_slot
+                             and self._skip.get((t, p), 0) <= now]
                 reply = await link.call(
                     lambda o: encode_replicate(role.replica, role.epoch, self.slot, self.workers,
                                                wait_ms, self.config.replica_fetch_bytes_max,
@@ -192,37 +197,52 @@ class ReplicaFollower:
     # ---- answers -------------------------------------------------------------------------------
 
     def _apply(self, entries) -> list:
-        """Apply an answer's entries; the logs that took records."""
+        """Apply an answer's entries; the logs that took records. A partition whose entry
+        cannot be applied here (its log offline, a full disk) is left out of the fetches for
+        ``SKIP_S``; the others go on."""
         touched = []
         for e in entries:
-            key = (e.topic, e.partition)
-            if e.kind == "data":
-                log_ = self.table.log_for(e.topic, e.partition, create=True)
-                self._master_ends[key] = e.log_end
-                result = log_.append_replicated(e.offset, e.data, e.segment_start, e.epoch)
-                if result is not None:
-                    self.flusher.appended(log_)
-                    touched.append(log_)
-                    if self.counters is not None:
-                        self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_MESSAGES,
-                                              len(result))
-                        self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_BYTES,
-                                              result.end_offset - result.first_offset)
-                self._lag(e.topic, e.partition, e.log_end - log_.end_offset)
-            elif e.kind == "diverged":
-                log_ = self.table.log_for(e.topic, e.partition, create=True)
-                _found, own_end = log_.epochs.end_offset_for(e.epoch, log_.end_offset)
-                log_.truncate_to(max(log_.first_offset, min(e.offset, own_end)))
-            elif e.kind == "reset":
-                log_ = self.table.log_for(e.topic, e.partition, create=True)
-                if (log_.first_offset, log_.end_offset) != (e.offset, e.offset):
-                    log_.reset_to(e.offset)
-                self._master_ends.setdefault(key, e.offset)
-            elif e.kind == "failed":
-                self._problem(f"the master could not serve {e.topic}-{e.partition}: {e.reason}")
-            elif e.kind != "missing":
-                raise ProtocolError(f"unknown replica entry {e.kind}")
+            try:
+                self._apply_one(e, touched)
+            except (MetaqError, OSError) as exc:
+                if isinstance(exc, ProtocolError):
+                    raise
+                self._skip[(e.topic, e.partition)] = time.monotonic() + SKIP_S
+                self._problem(f"cannot copy {e.topic}-{e.partition}: {exc}")
         return touched
+
+    def _apply_one(self, e, touched: list) -> None:
+        key = (e.topic, e.partition)
+        if e.kind == "data":
+            log_ = self.table.log_for(e.topic, e.partition, create=True)
+            self._master_ends[key] = e.log_end
+            result = log_.append_replicated(e.offset, e.data, e.segment_start, e.epoch)
+            if result is not None:
+                self.flusher.appended(log_)
+                touched.append(log_)
+                if self.counters is not None:
+                    self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_MESSAGES,
+                                          len(result))
+                    self.counters.add_for(e.topic, e.partition, CounterRow.REPLICATED_BYTES,
+                                          result.end_offset - result.first_offset)
+            self._lag(e.topic, e.partition, e.log_end - log_.end_offset)
+        elif e.kind == "diverged":
+            log_ = self.table.log_for(e.topic, e.partition, create=True)
+            _found, own_end = log_.epochs.end_offset_for(e.epoch, log_.end_offset)
+            log_.truncate_to(max(log_.first_offset, min(e.offset, own_end)))
+        elif e.kind == "reset":
+            log_ = self.table.log_for(e.topic, e.partition, create=True)
+            if (log_.first_offset, log_.end_offset) != (e.offset, e.offset):
+                log_.reset_to(e.offset)  # and its epochs
+            else:
+                log_.epochs.truncate_from(0)  # empty already: no epoch of ours stays
+            if e.epoch:
+                log_.epochs.assign(e.epoch, e.offset)
+            self._master_ends.setdefault(key, e.offset)
+        elif e.kind == "failed":
+            self._problem(f"the master could not serve {e.topic}-{e.partition}: {e.reason}")
+        elif e.kind != "missing":
+            raise ProtocolError(f"unknown replica entry {e.kind}")
 
     def _caught_up(self, positions, entries) -> None:
         """A listed partition the answer says nothing of is caught up (the master answers

@@ -15,7 +15,8 @@ the follower's next fetch starts as soon as there is something, which is what ma
 replication cost one round trip.
 
 Followers' positions: the offsets a fetch lists are what that follower holds (in its mapping;
-flushed in group commit). A follower counts as caught up on this worker when its fetch reached
+flushed in group commit), and count once the answer finds them ours (not diverged, not to be
+reset); positions of an earlier term are forgotten when the role or epoch changes. A follower counts as caught up on this worker when its fetch reached
 the log ends this worker had at its previous answer (Kafka's lastCaughtUpTime), or the ends of
 now. That time and the lag are published for the supervisor, which keeps the in-sync set (ISR).
 
@@ -38,11 +39,14 @@ from ..layout import owner_of
 from ..protocol import ReplicaEntry, ReplicateCommand, encode_replica_entries, encode_result
 from ..storage import NotRecordBoundaryError
 from .connection import Pending
-from .replica_control import ReplicaProgress, ReplicaRole, now_ms
+from .replica_control import ReplicaProgress, ReplicaRole, now_ms, replica_index
 
 log = logging.getLogger(__name__)
 
 EXPIRY_CHECK_S = 0.1
+# Entries that answer a parked fetch at once; "missing" and "failed" wait for the next news or
+# the end of the wait (answered at once, the follower would ask again at once, in a loop).
+NEWS = frozenset({"data", "diverged", "reset"})
 
 
 class NotEnoughReplicasError(MetaqError):
@@ -102,6 +106,8 @@ class ReplicaLeader:
     # ---- role (from the supervisor) ---------------------------------------------------------
 
     def set_role(self, role: ReplicaRole) -> None:
+        if (role.is_master, role.epoch) != (self.role.is_master, self.role.epoch):
+            self._followers.clear()  # positions of another term prove nothing in this one
         self.role = role
         if not role.is_master:
             self.put_refusal = None
@@ -134,23 +140,34 @@ class ReplicaLeader:
             return
         follower = self._followers.setdefault(cmd.replica, _Follower())
         follower.slots = cmd.slots
-        for p in positions:
-            follower.positions[(p.topic, p.partition)] = p.offset
-        for p in positions:
-            if (p.topic, p.partition) in self._waits:
-                self._release((p.topic, p.partition))
         entries = self._entries(cmd, positions)
-        if entries or cmd.max_wait_ms == 0:
-            self._answered(cmd, positions)
+        # What the follower holds counts only where it holds our records: not where it
+        # diverged, must start again, or could not be served.
+        unsure = {(e.topic, e.partition) for e in entries if e.kind != "data"}
+        for p in positions:
+            key = (p.topic, p.partition)
+            if key not in unsure:
+                follower.positions[key] = p.offset
+                if key in self._waits:
+                    self._release(key)
+            else:
+                follower.positions.pop(key, None)
+        if any(e.kind in NEWS for e in entries) or cmd.max_wait_ms == 0:
+            self._answered(cmd, positions, unsure)
             self._write_answer(out, cmd, entries)
             return
         pending = _park(out)
         self._parked.append(_Parked(out, cmd, pending, time.monotonic() + cmd.max_wait_ms / 1e3))
-        self._answered_nothing(cmd, positions)
+        if not unsure:
+            self._answered_nothing(cmd, positions)
         self._ensure_timer()
 
     def _refusal(self, cmd: ReplicateCommand) -> str | None:
         role = self.role
+        try:
+            replica_index(cmd.replica)
+        except ValueError as exc:
+            return str(exc)
         if not role.is_master:
             return f"{self.broker_url} is not the master: it follows {role.leader}"
         if cmd.epoch > role.epoch:
@@ -176,8 +193,9 @@ class ReplicaLeader:
                 continue
             positions = p.cmd.positions()
             entries = self._entries(p.cmd, positions)
-            if entries or now >= p.deadline_s:
-                self._answered(p.cmd, positions)
+            if any(e.kind in NEWS for e in entries) or now >= p.deadline_s:
+                self._answered(p.cmd, positions, {(e.topic, e.partition) for e in entries
+                                                  if e.kind != "data"})
                 _resolve(p.conn, p.pending, self._answer_bytes(p.cmd, entries))
             else:
                 self._parked.append(p)
@@ -203,21 +221,28 @@ class ReplicaLeader:
                 budget -= len(entry.data)
         for key, log_ in logs.items():
             if key not in listed and owner_of(key[0], key[1], cmd.slots) == cmd.slot:
-                entries.append(ReplicaEntry("reset", key[0], key[1], offset=log_.first_offset))
+                entries.append(self._reset(log_))
         return entries
+
+    @staticmethod
+    def _reset(log_) -> ReplicaEntry:
+        """Start again, empty, where our log starts (with the epoch of its first record)."""
+        first = log_.first_offset
+        return ReplicaEntry("reset", log_.topic, log_.partition, offset=first,
+                            epoch=log_.epochs.epoch_at(first))
 
     def _entry(self, log_, p, budget: int) -> ReplicaEntry | None:
         end, first = log_.visible_end, log_.first_offset
         epochs = log_.epochs
-        if p.last_epoch < epochs.latest_epoch:
-            found, epoch_end = epochs.end_offset_for(p.last_epoch, end)
-            if p.offset > epoch_end:
-                return ReplicaEntry("diverged", p.topic, p.partition, offset=epoch_end, epoch=found)
-        if p.offset > end:
-            return ReplicaEntry("diverged", p.topic, p.partition, offset=end,
-                                epoch=epochs.latest_epoch)
         if p.offset < first:
-            return ReplicaEntry("reset", p.topic, p.partition, offset=first)
+            return self._reset(log_)
+        if p.offset > first:  # the follower holds records here: are they ours? (KIP-320)
+            found, epoch_end = epochs.end_offset_for(p.last_epoch, end)
+            if found != p.last_epoch or p.offset > epoch_end:
+                if epoch_end < first:  # its last epoch ends before what we still have
+                    return self._reset(log_)
+                return ReplicaEntry("diverged", p.topic, p.partition, offset=epoch_end,
+                                    epoch=found)
         segment_start = log_.segment_start_of(p.offset)
         if p.offset == end or budget <= 0:
             if p.offset == end and segment_start > p.segment_start:
@@ -240,18 +265,19 @@ class ReplicaLeader:
         return ReplicaEntry("data", p.topic, p.partition, p.offset, segment_start,
                             epochs.epoch_at(p.offset), end, memoryview(part.view))
 
-    def _answered(self, cmd: ReplicateCommand, positions) -> None:
-        """Kafka's lastCaughtUpTime for the asking follower worker; published with its lag."""
+    def _answered(self, cmd: ReplicateCommand, positions, unsure=frozenset()) -> None:
+        """Kafka's lastCaughtUpTime for the asking follower worker; published with its lag.
+        ``unsure``: partitions whose position does not count (diverged, reset, failed)."""
         follower = self._followers[cmd.replica]
         state = follower.by_slot.setdefault(cmd.slot, _SlotState())
         now = now_ms()
-        lag, now_caught, prev_caught = 0, True, True
+        lag, now_caught, prev_caught = 0, not unsure, not unsure
         listed = set()
         for p in positions:
             key = (p.topic, p.partition)
             listed.add(key)
             log_ = self.table.logs.get(key)
-            if log_ is None:
+            if log_ is None or key in unsure:
                 continue
             end = log_.visible_end
             lag += max(0, end - p.offset)

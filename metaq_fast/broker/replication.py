@@ -49,6 +49,7 @@ from .replica_control import ReplicaProgress, ReplicaRole, now_ms
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+APPLY_WAIT_S = 2.0  # how long a step waits for every worker to apply the role before it
 JOIN_LAG_MS_MAX = 1000  # a follower joins the ISR when caught up within this (and the bound)
 
 
@@ -65,13 +66,15 @@ class ReplicationCoordinator:
                                        DeadlineOps(config.zk.session_timeout_ms / 1000))
         self._ops = DeadlineOps(config.zk.session_timeout_ms / 1000)
         self._lock = threading.Lock()
+        self._version = 0  # of the roles set (workers report the one they applied)
         self._role = (ReplicaRole("master", 0, self.me, None, (self.me,),
                                   config.min_in_sync_replicas) if slave is None else
                       ReplicaRole("follower", 0, self.me, None, (), config.min_in_sync_replicas))
         self._state: ReplicaState | None = None
-        self._version = -1
+        self._state_version = -1  # of the state node as last read or written
         self._master_since_ms = 0
         self._suspended = False
+        self._session_lost = False  # since a session loss, until decide has run again
         self._stopping = False
         self._wake = wake
         self._registry = None
@@ -152,19 +155,37 @@ class ReplicationCoordinator:
 
     def on_session(self, state: str) -> None:
         """The registry's connection state: a master with followers holds puts while it
-        cannot know whether it is still the master."""
+        cannot know whether it is still the master; after a session loss, until ``decide``
+        has looked again (another replica may have claimed the role meanwhile)."""
         with self._lock:
             self._suspended = state != "connected"
+            if state == "lost":
+                self._session_lost = True
         self._update_hold()
 
     def before_unregister(self) -> None:
         """At stop, before the master node goes (a slave may claim it at once): no more puts
-        here, so that two masters never take puts together."""
+        here, so that two masters never take puts together; waits (bounded) until every
+        worker applied it."""
         with self._lock:
             self._stopping = True
         self._update_hold()
         self.tick()
-        time.sleep(0.1)  # the workers read their pipes within a loop iteration
+        self.wait_applied(self.role.version, APPLY_WAIT_S, tick=True)
+
+    def wait_applied(self, version: int, timeout_s: float, tick: bool = False) -> bool:
+        """Until every worker applied role ``version`` (False after ``timeout_s``). ``tick``:
+        send the role ourselves (the caller is the supervisor's own thread)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.progress.all_applied(version):
+            if time.monotonic() >= deadline:
+                log.warning("workers did not apply replication role %d within %g s",
+                            version, timeout_s)
+                return False
+            if tick:
+                self.tick()
+            time.sleep(0.01)
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -222,36 +243,46 @@ class ReplicationCoordinator:
             return int(state.leader[1:])
         raise ZooKeeperError(f"broker id {self.config.broker_id}: its master is not known yet")
 
-    def _lead(self, state: ReplicaState, version: int, keep_since: bool) -> None:
+    def _lead(self, state: ReplicaState, version: int, keep_since: bool,
+              isr: tuple[str, ...] | None = None) -> int:
+        """Master in ``state``; ``isr``: the set the workers count for acknowledgements, when
+        it differs from the state's (a larger one, before it is written). The role version."""
         with self._lock:
             if not (keep_since and self._role.is_master and self._role.epoch == state.epoch):
                 self._master_since_ms = now_ms()
                 self.progress.master[:] = 0  # figures of an earlier term are stale
-            self._state, self._version = state, version
-            self._role = self._with_hold(ReplicaRole(
-                "master", state.epoch, self.me, None, state.isr,
+            self._state, self._state_version = state, version
+            self._session_lost = False
+            role = self._set_role_locked(ReplicaRole(
+                "master", state.epoch, self.me, None, isr or state.isr,
                 self.config.min_in_sync_replicas))
         self._wake()
+        return role.version
 
     def _follow(self, state: ReplicaState | None, version: int, leader_url: str | None) -> None:
         with self._lock:
-            self._state, self._version = state, version
-            self._role = ReplicaRole("follower", state.epoch if state else 0, self.me,
-                                     leader_url, (), self.config.min_in_sync_replicas)
+            self._state, self._state_version = state, version
+            self._session_lost = False
+            self._set_role_locked(ReplicaRole("follower", state.epoch if state else 0, self.me,
+                                              leader_url, (), self.config.min_in_sync_replicas))
         self._wake()
 
-    def _with_hold(self, role: ReplicaRole) -> ReplicaRole:
-        """``role`` with puts held when it must not take them now (caller holds the lock)."""
-        hold = role.is_master and (self._stopping or self._suspended) and (
-            len(role.isr) > 1 or bool(self.progress.followers_seen()))
-        return replace(role, hold=hold)
+    def _set_role_locked(self, role: ReplicaRole) -> ReplicaRole:
+        """Set ``role`` (with the hold it needs now) under a new version, if it changed."""
+        hold = role.is_master and (self._stopping or self._suspended or self._session_lost) \
+            and (len(role.isr) > 1 or bool(self.progress.followers_seen()))
+        role = replace(role, hold=hold, version=self._role.version)
+        if role != self._role:
+            self._version += 1
+            role = replace(role, version=self._version)
+            self._role = role
+        return self._role
 
     def _update_hold(self) -> None:
         with self._lock:
-            role = self._with_hold(self._role)
-            changed = role != self._role
-            self._role = role
-        if changed:
+            before = self._role
+            role = self._set_role_locked(before)
+        if role.hold != before.hold:
             log.info("puts %s", "held: another replica may be taking over" if role.hold
                      else "taken again")
             self._wake()
@@ -269,7 +300,7 @@ class ReplicationCoordinator:
         with self._lock:
             role = self._role
             if not role.is_master and role.leader != url:
-                self._role = replace(role, leader=url)
+                self._set_role_locked(replace(role, leader=url))
                 log.info("master of broker %d: %s", self.config.broker_id, url or "none")
         if url is None or not self.role.is_master:
             self._ask_pass()  # gone: we may claim it; or someone else's: we may have to follow
@@ -284,12 +315,12 @@ class ReplicationCoordinator:
         with self._lock:
             known = self._state
             if state is None or (known is not None and (state.epoch, stat.version) <=
-                                 (known.epoch, self._version)):
+                                 (known.epoch, self._state_version)):
                 return
             mine = self._role.is_master and state.leader == self.me
             if not self._role.is_master:
-                self._state, self._version = state, stat.version
-                self._role = replace(self._role, epoch=state.epoch)
+                self._state, self._state_version = state, stat.version
+                self._set_role_locked(replace(self._role, epoch=state.epoch))
         if self.role.is_master and not mine:
             log.warning("broker %d: %s took over as master (epoch %d); following it",
                         self.config.broker_id, state.leader, state.epoch)
@@ -320,7 +351,7 @@ class ReplicationCoordinator:
 
     def _keep_isr(self) -> None:
         with self._lock:
-            role, state, version = self._role, self._state, self._version
+            role, state, version = self._role, self._state, self._state_version
             since = self._master_since_ms
         if not role.is_master or state is None or self._suspended:
             return
@@ -344,9 +375,20 @@ class ReplicationCoordinator:
                     isr.append(replica)
                     log.info("broker %d: %s joins the in-sync replicas", self.config.broker_id,
                              replica)
+        removed = set(state.isr) - set(isr)
+        if removed:  # shrink first, on its own: ZooKeeper before the workers stop counting
+            isr = [r for r in isr if r in state.isr]
         new = ReplicaState(state.epoch, self.me, (self.me, *sorted(isr[1:])))
         if set(new.isr) == set(state.isr):
             return
         client = self._registry.client
+        if not removed:
+            # Grow: the workers count the new member for acknowledgements before ZooKeeper
+            # lets it take over (Kafka's maximal ISR), else it could be chosen lacking puts
+            # acknowledged in between.
+            applied = self._lead(state, version, keep_since=True, isr=new.isr)
+            if not self.wait_applied(applied, APPLY_WAIT_S):
+                self._lead(state, version, keep_since=True)  # not joined: count without it
+                return
         new_version = self.store.write(client, new, version)
         self._lead(new, new_version, keep_since=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..pdeath import die_with_parent
+from ..errors import StorageError
 from ..storage import MessageIdAllocator
 from . import logs
 from .connection import Connection, worker_address
@@ -84,6 +85,7 @@ class Worker:
         self.replica_leader = ReplicaLeader(
             self.loop, self.table, spec.slot, spec.workers, spec.progress, spec.broker_url,
             ack_timeout_s=2 * self.config.replica_lag_max_ms / 1000)
+        self.flusher.on_flushed = self.replica_leader.appended
         self.replica_follower = ReplicaFollower(self.loop, self.table, self.flusher, spec.slot,
                                                 spec.workers, spec.progress, self.config,
                                                 self.counters)
@@ -141,7 +143,7 @@ class Worker:
         self.counters.store_created(partition_log.topic, partition_log.partition)
         self.announce_topic(partition_log.topic)
         if self.role.is_master and self.role.epoch:
-            partition_log.epochs.assign(self.role.epoch, partition_log.end_offset)
+            self._assign_epoch(partition_log, self.role.epoch)
         self.replica_leader.appended()  # a follower's parked fetch learns of it
 
     # ---- replication role -----------------------------------------------------------------
@@ -163,9 +165,9 @@ class Worker:
         """Become what the supervisor says: a master in ``role.epoch`` (records appended from
         now on are that epoch's) or a follower of ``role.leader``."""
         if role.is_master and role.epoch:
-            for partition_log in self.table.logs.values():
+            for partition_log in list(self.table.logs.values()):
                 if partition_log.failed is None:
-                    partition_log.epochs.assign(role.epoch, partition_log.end_offset)
+                    self._assign_epoch(partition_log, role.epoch)
         changed = role != self.role
         self.role = role
         self.replica_leader.set_role(role)
@@ -182,6 +184,20 @@ class Worker:
                 f"its master is {role.leader or 'not registered'}")
         if changed:
             log.info("replication role: %s", role)
+        if self.spec.progress is not None:
+            self.spec.progress.applied[self.spec.slot] = role.version  # the supervisor waits
+
+    def _assign_epoch(self, partition_log, epoch: int) -> None:
+        """Records appended to it from now on are ``epoch``'s; a partition whose epoch file
+        cannot be written (a full or failing disk) goes offline rather than take puts with a
+        wrong epoch."""
+        try:
+            partition_log.epochs.assign(epoch, partition_log.end_offset)
+        except (OSError, StorageError) as exc:
+            reason = f"cannot record master epoch {epoch}: {exc}"
+            partition_log.fail(reason)
+            self.handler.faults.partition_failed(partition_log.topic, partition_log.partition,
+                                                 reason)
 
     def announce_topic(self, topic: str) -> None:
         """Tell the supervisor a topic has a store here (it registers it in ZooKeeper)."""

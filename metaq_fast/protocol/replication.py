@@ -27,7 +27,7 @@ news (an error for the whole request is a plain ``result`` with another code)::
 
     data <topic> <partition> <offset> <segmentStart> <epoch> <logEnd> <length> <xxh3>\\n + bytes
     diverged <topic> <partition> <epoch> <endOffset>\\n
-    reset <topic> <partition> <firstOffset>\\n
+    reset <topic> <partition> <firstOffset> <epoch>\\n
     missing <topic> <partition>\\n
     failed <topic> <partition> <reason...>\\n
 
@@ -36,7 +36,8 @@ news (an error for the whole request is a plain ``result`` with another code)::
 is the difference); an empty ``data`` entry tells of a segment the master has just begun.
 ``diverged``: the slave's records past ``endOffset`` (the end of ``epoch`` on the master) are not
 the master's: cut back to the smaller of it and the slave's own end of that epoch. ``reset``: the
-master no longer has the slave's offset (retention): start again, empty, at ``firstOffset``.
+master no longer has the slave's offset (retention), or the slave lacks the partition: start
+again, empty, at ``firstOffset``, whose records are ``epoch``'s.
 ``missing``: no such partition on the master. ``failed``: the master could not read it.
 """
 
@@ -125,7 +126,7 @@ def _bad(what: str) -> ProtocolError:
 
 
 def _nonneg(token: bytes, what: str) -> int:
-    if not token.isdigit():
+    if not token.isdigit() or len(token) > 20:
         raise _bad(f"bad {what} {token[:32]!r} in a replication frame")
     return int(token)
 
@@ -195,7 +196,7 @@ def encode_replica_entries(entries) -> list:
         elif e.kind == "diverged":
             out.append(head + b" %d %d\n" % (e.epoch, e.offset))
         elif e.kind == "reset":
-            out.append(head + b" %d\n" % e.offset)
+            out.append(head + b" %d %d\n" % (e.offset, e.epoch))
         elif e.kind == "missing":
             out.append(head + b"\n")
         elif e.kind == "failed":
@@ -206,7 +207,7 @@ def encode_replica_entries(entries) -> list:
     return out
 
 
-_FIELDS = {"data": 9, "diverged": 5, "reset": 4, "missing": 3}
+_FIELDS = {"data": 9, "diverged": 5, "reset": 5, "missing": 3}
 
 
 def parse_replica_entries(body) -> list[ReplicaEntry]:
@@ -245,7 +246,7 @@ def parse_replica_entries(body) -> list[ReplicaEntry]:
         elif kind == "diverged":
             out.append(ReplicaEntry(kind, topic, numbers[0], offset=numbers[2], epoch=numbers[1]))
         elif kind == "reset":
-            out.append(ReplicaEntry(kind, topic, numbers[0], offset=numbers[1]))
+            out.append(ReplicaEntry(kind, topic, numbers[0], offset=numbers[1], epoch=numbers[2]))
         else:
             out.append(ReplicaEntry(kind, topic, numbers[0]))
     return out

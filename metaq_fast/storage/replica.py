@@ -49,9 +49,14 @@ class ReplicaAppends:
 
     @property
     def epochs(self) -> LeaderEpochs:
-        """The partition's leader epochs (storage/epochs.py), read on first use."""
+        """The partition's leader epochs (storage/epochs.py), read on first use. Entries that
+        start past the log's end are dropped (Kafka's recovery does the same): the file is
+        fsynced at each change, the records it names may not have been (a power loss with
+        ``unflushThreshold > 0``)."""
         if self._epochs is None:
-            self._epochs = LeaderEpochs(self.directory)
+            epochs = LeaderEpochs(self.directory)
+            epochs.truncate_from(self.end_offset + 1)
+            self._epochs = epochs
         return self._epochs
 
     def segment_start_of(self, offset: int) -> int:
@@ -127,11 +132,16 @@ class ReplicaAppends:
             if self.failed is not None:
                 raise PartitionOfflineError(self.failed)
             end = self.active.end_offset
-            if offset >= end:
+            if offset >= end:  # no record to drop; an epoch begun here and left empty goes
+                self.epochs.truncate_from(offset)
                 return 0
             if offset < self._starts[0]:
                 raise InvalidArgumentError(f"cannot cut {self.topic}-{self.partition} at "
                                            f"{offset}, before its first offset {self._starts[0]}")
+            # The epochs first (a crash must not leave an entry past the end), then readers:
+            # they stop at the lower end before any byte after it is zeroed or deleted.
+            self.epochs.truncate_from(offset)
+            self._publish_cut(offset)
             i = bisect.bisect_right(self._starts, offset) - 1
             for segment, start in list(zip(self._segments, self._starts))[i + 1:]:
                 self._delete_segment(segment, start)
@@ -155,6 +165,8 @@ class ReplicaAppends:
             if self.failed is not None:
                 raise PartitionOfflineError(self.failed)
             dropped = self.active.end_offset - self._starts[0]
+            self.epochs.truncate_from(0)  # no record left: the caller assigns the next epoch
+            self._publish_cut(self._starts[0])
             for segment, start in list(zip(self._segments, self._starts)):
                 self._delete_segment(segment, start)
             self._segments = [self._create_segment(offset)]
@@ -189,8 +201,15 @@ class ReplicaAppends:
         segment._advance_verified_prefix(segment.sums.entries()["end"])
         segment._allocated = max(segment._allocated, position)
 
+    def _publish_cut(self, offset: int) -> None:
+        """Before a cut at ``offset``: readers in other workers serve nothing past it, and drop
+        their mappings (a file may be deleted and made again under the same name)."""
+        self._visible_end = min(self._visible_end, offset)
+        self.state.visible_end = self._visible_end
+        self.state.count_truncation()
+
     def _after_cut(self, offset: int) -> None:
-        """Bounds, recovery point and epochs after a cut at ``offset``; readers are told."""
+        """Bounds and recovery point after a cut at ``offset``."""
         self.active.flush()
         files.fsync_dir(self.directory)
         self._appended_messages = self._flushed_messages
@@ -200,4 +219,3 @@ class ReplicaAppends:
         self.state.recovery_point = offset
         self.state.count_truncation()
         self.state.flush()
-        self.epochs.truncate_from(offset)

@@ -165,3 +165,19 @@ def test_leader_epochs_answer_as_kip_279(tmp_path):
     (tmp_path / "leader-epoch").write_text("0\n3\n1 0\n")
     with pytest.raises(StorageError, match="cut short"):
         LeaderEpochs(tmp_path)
+
+
+def test_epoch_entries_past_the_log_end_are_dropped_when_read(tmp_path):
+    """The epoch file is fsynced at each change, the records it names may not be (a power
+    loss with unflushThreshold > 0): an entry past the recovered end must not survive, or the
+    next replicated chunk of an older epoch fails (found in review)."""
+    log_ = open_log(tmp_path, 1, 1 << 20)
+    log_.epochs.assign(1, 0)
+    log_.append_datas([b"a" * 10] * 3)
+    log_.epochs.assign(2, log_.end_offset)  # assigned at a claim, at the end: kept
+    end = log_.end_offset
+    log_.epochs.assign(3, end + 500)  # as if the records of epoch 3 were lost with the power
+    log_.close()
+    reopened = open_log(tmp_path, 1, 1 << 20)
+    assert reopened.epochs.entries == [(1, 0), (2, end)]
+    reopened.epochs.assign(4, end)  # the next master epoch goes on from there

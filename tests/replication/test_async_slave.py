@@ -189,11 +189,11 @@ def test_group_goes_on_from_the_slave_after_the_master_is_killed(brokers, zk_con
     wait_identical(master, slave)
     got: dict[tuple[str, int], bytes] = {}
     consumer = Consumer(zk_connect, group="g", topics=[TOPIC], commit_interval_ms=200,
-                        max_fetch_delay_ms=200)
+                        max_fetch_delay_ms=200, fetch_bytes=4096)  # ~150 records a fetch
     try:
         deadline = time.monotonic() + 60
         while len(got) < len(sent) // 2 and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_s=0.5):
+            for batch in consumer.poll(timeout_s=0.5, max_batches=1):
                 for record in batch:
                     got[(record.partition, record.offset)] = record.value
         assert len(got) >= len(sent) // 2

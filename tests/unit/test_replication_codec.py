@@ -51,8 +51,8 @@ entries = st.one_of(
               names, st.integers(0, 9999), u63, u63, u63, u63, st.binary(max_size=300)),
     st.builds(lambda t, p, e, o: ReplicaEntry("diverged", t, p, offset=o, epoch=e),
               names, st.integers(0, 9999), u63, u63),
-    st.builds(lambda t, p, o: ReplicaEntry("reset", t, p, offset=o), names,
-              st.integers(0, 9999), u63),
+    st.builds(lambda t, p, o, e: ReplicaEntry("reset", t, p, offset=o, epoch=e), names,
+              st.integers(0, 9999), u63, u63),
     st.builds(lambda t, p: ReplicaEntry("missing", t, p), names, st.integers(0, 9999)),
     st.builds(lambda t, p, r: ReplicaEntry("failed", t, p, reason=r), names,
               st.integers(0, 9999), st.text("abc xyz:", min_size=1, max_size=40).filter(str.strip)),
@@ -79,9 +79,11 @@ def test_answers_round_trip(items):
     b"data t 0 0 0 1 10\n",  # fields missing
     b"diverged t 0 x 4\n",
     b"moved t 0 4\n",
-    b"reset t 0 -4\n",
+    b"reset t 0 -4 1\n",
+    b"reset t 0 4\n",  # no epoch
+    b"missing t 0 %s\n" % (b"9" * 5000),
     b"missing t\n",
-    b"reset t 0 4",  # no end of line
+    b"reset t 0 4 1",  # no end of line
     b"\xff\xfe t 0 1\n",
 ])
 def test_malformed_answers_are_protocol_errors(body):
